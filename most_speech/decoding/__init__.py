@@ -1,0 +1,1 @@
+"""decoding package of most_speech."""

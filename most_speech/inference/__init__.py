@@ -1,0 +1,1 @@
+"""inference package of most_speech."""

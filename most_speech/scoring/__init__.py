@@ -1,0 +1,1 @@
+"""scoring package of most_speech."""

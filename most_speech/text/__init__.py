@@ -1,0 +1,1 @@
+"""text package of most_speech."""

@@ -1,0 +1,1 @@
+"""training package of most_speech."""
