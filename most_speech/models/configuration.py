@@ -46,6 +46,14 @@ class MoSTConfig(DeepseekV2Config):
     token_layout : dict
         A :class:`~most_speech.text.token_layout.TokenLayout` as a dict; the model derives each token's
         modality mark from it. ``None``: marks must be passed as ``modality_ids`` (or all tokens are text).
+    audio_feature_dim : int or None
+        Width of the speech encoder's frames (768 for HuBERT-base / mHuBERT). When set, the model owns a
+        trainable :class:`~most_speech.models.audio_projector.AudioProjector` and accepts ``audio_features``
+        spliced between begin/end-audio-wave tokens ("continuous" audio input).
+    audio_frame_stack : int
+        Consecutive encoder frames concatenated before the projection (1: none; 2 halves the frame rate).
+    audio_projector_type : str
+        ``"linear"`` (MoST) or ``"mlp"`` (linear, GELU, linear).
 
     Examples
     --------
@@ -64,6 +72,9 @@ class MoSTConfig(DeepseekV2Config):
     modality_expert_groups: Optional[dict] = None
     group_softmax: bool = False
     token_layout: Optional[dict] = None
+    audio_feature_dim: Optional[int] = None
+    audio_frame_stack: int = 1
+    audio_projector_type: str = "linear"
 
     def __post_init__(self, **kwargs):
         text = kwargs.pop("text_expert_indices", None)
@@ -109,6 +120,9 @@ class MoSTConfig(DeepseekV2Config):
             raise ValueError(f"MoSTConfig: topk_method={self.topk_method!r}; use 'greedy' or 'group_limited_greedy'")
         if not 1 <= k <= E:
             raise ValueError(f"MoSTConfig: num_experts_per_tok={k} must be in 1..n_routed_experts={E}")
+        if self.audio_frame_stack < 1 or self.audio_projector_type not in ("linear", "mlp"):
+            raise ValueError(f"MoSTConfig: audio_frame_stack={self.audio_frame_stack} must be >= 1 and "
+                             f"audio_projector_type={self.audio_projector_type!r} one of 'linear', 'mlp'")
         if self.moe_layer_freq < 1:
             raise ValueError(f"MoSTConfig: moe_layer_freq={self.moe_layer_freq} must be >= 1")
         self._validate_groups(E, k)

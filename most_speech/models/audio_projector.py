@@ -1,0 +1,169 @@
+"""Continuous audio input: project encoder frames into LM embeddings and splice them into the token sequence.
+
+Contract with the task templates (:mod:`most_speech.data.templates`): a continuous audio segment appears in
+``input_ids`` as a begin-audio-wave token immediately followed by an end-audio-wave token. The segments of a
+batch are numbered in row-major order of their begin-audio-wave tokens, and ``audio_features[s]`` holds the
+encoder frames of segment ``s``. Splicing puts the projected frames between the two markers, marks them as
+audio, gives them label -100 and attention 1, and renumbers positions contiguously.
+
+The reference MoST code loses the gradient of its projection and misaligns labels; here the frames go through
+``torch.cat`` with the token embeddings, so the projector trains, and every per-token tensor is rebuilt
+together so labels, marks, masks and positions stay aligned.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+class AudioProjector(nn.Module):
+    """Trainable map from encoder frames ``[S, N, D]`` to LM embeddings ``[S, ceil(N / stack), H]``.
+
+    Parameters
+    ----------
+    in_dim, out_dim : int
+        Encoder frame width and LM hidden size.
+    stack : int
+        Consecutive frames concatenated before the projection (lowers the frame rate by ``stack``).
+    kind : {"linear", "mlp"}
+        MoST uses a single linear layer.
+
+    Examples
+    --------
+    >>> proj = AudioProjector(768, 64, stack=2)
+    >>> out, lens = proj(torch.randn(2, 9, 768), torch.tensor([9, 4]))
+    >>> out.shape, lens.tolist()
+    (torch.Size([2, 5, 64]), [5, 2])
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, stack: int = 1, kind: str = "linear"):
+        super().__init__()
+        self.stack = stack
+        width = in_dim * stack
+        if kind == "linear":
+            self.proj = nn.Linear(width, out_dim)
+        elif kind == "mlp":
+            self.proj = nn.Sequential(nn.Linear(width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        else:
+            raise ValueError(f"unknown audio projector kind {kind!r}")
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
+        S, N, D = feats.shape
+        if self.stack > 1:
+            pad = (-N) % self.stack
+            feats = F.pad(feats, (0, 0, 0, pad)).reshape(S, (N + pad) // self.stack, D * self.stack)
+            lengths = torch.div(lengths + self.stack - 1, self.stack, rounding_mode="floor")
+        return self.proj(feats), lengths
+
+
+@dataclass
+class SplicedInputs:
+    """Per-token tensors after splicing, all ``[B, L]`` (embeddings ``[B, L, H]``), padded on one side."""
+
+    inputs_embeds: torch.Tensor
+    attention_mask: torch.Tensor
+    modality_ids: torch.Tensor
+    position_ids: torch.Tensor
+    labels: Optional[torch.Tensor] = None
+
+
+def wave_spans(input_ids: torch.Tensor, bow_id: int, eow_id: int, attention_mask=None) -> List[tuple]:
+    """(row, column) of every begin-audio-wave token, row-major; each must be followed by end-audio-wave."""
+    is_bow = input_ids == bow_id
+    if attention_mask is not None:
+        is_bow &= attention_mask.bool()
+    spans = [tuple(rc) for rc in is_bow.nonzero().tolist()]
+    for row, col in spans:
+        if col + 1 >= input_ids.shape[1] or input_ids[row, col + 1] != eow_id:
+            raise ValueError(f"row {row}: begin-audio-wave token at position {col} is not immediately followed by "
+                             f"the end-audio-wave token {eow_id}; frames are spliced between the two")
+    return spans
+
+
+def splice_audio_frames(input_ids: torch.Tensor, token_embeds: torch.Tensor, frames: torch.Tensor,
+                        frame_lengths: torch.Tensor, *, bow_id: int, eow_id: int, modality_ids: torch.Tensor,
+                        audio_mark: int = 1, attention_mask: Optional[torch.Tensor] = None,
+                        labels: Optional[torch.Tensor] = None, padding_side: str = "right") -> SplicedInputs:
+    """Insert ``frames[s, :frame_lengths[s]]`` between the markers of audio segment ``s``.
+
+    Parameters
+    ----------
+    input_ids : LongTensor [B, T]
+    token_embeds : Tensor [B, T, H]
+        Embeddings of ``input_ids``.
+    frames : Tensor [S, N, H]
+        Projected encoder frames of the S segments, padded along N.
+    frame_lengths : LongTensor [S]
+    modality_ids : LongTensor [B, T]
+        Marks of the tokens; frames get ``audio_mark``.
+    attention_mask, labels : optional [B, T]
+        Padding (0) is dropped before splicing and re-added on ``padding_side``.
+
+    Examples
+    --------
+    >>> ids = torch.tensor([[5, 7, 8, 6]])          # 7 = begin-audio-wave, 8 = end-audio-wave
+    >>> out = splice_audio_frames(ids, torch.zeros(1, 4, 2), torch.ones(1, 3, 2), torch.tensor([3]),
+    ...                           bow_id=7, eow_id=8, modality_ids=torch.zeros(1, 4, dtype=torch.long))
+    >>> out.modality_ids.tolist(), out.position_ids.tolist()
+    ([[0, 0, 1, 1, 1, 0, 0]], [[0, 1, 2, 3, 4, 5, 6]])
+    """
+    B, T = input_ids.shape
+    mask = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    spans = wave_spans(input_ids, bow_id, eow_id, mask)
+    if len(spans) != frames.shape[0]:
+        raise ValueError(f"the batch has {len(spans)} audio-wave spans (begin-audio-wave tokens) but "
+                         f"{frames.shape[0]} feature segments were given")
+    rows = []
+    seg = 0
+    for b in range(B):
+        idx = mask[b].nonzero().squeeze(1)
+        cuts = []
+        while seg < len(spans) and spans[seg][0] == b:
+            cuts.append((spans[seg][1], seg))
+            seg += 1
+        rows.append(_splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids, labels, audio_mark))
+    return _pad_rows(rows, padding_side, labels is not None)
+
+
+def _splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids, labels, audio_mark):
+    emb, marks, labs = [], [], []
+    start = 0
+    for col, s in cuts:
+        keep = idx[(idx >= start) & (idx <= col)]
+        n = int(frame_lengths[s])
+        emb += [token_embeds[b, keep], frames[s, :n].to(token_embeds.dtype)]
+        marks += [modality_ids[b, keep], modality_ids.new_full((n,), audio_mark)]
+        if labels is not None:
+            labs += [labels[b, keep], labels.new_full((n,), IGNORE_INDEX)]
+        start = col + 1
+    keep = idx[idx >= start]
+    emb.append(token_embeds[b, keep])
+    marks.append(modality_ids[b, keep])
+    if labels is not None:
+        labs.append(labels[b, keep])
+    return torch.cat(emb), torch.cat(marks), torch.cat(labs) if labels is not None else None
+
+
+def _pad_rows(rows, padding_side: str, with_labels: bool) -> SplicedInputs:
+    L = max(r[0].shape[0] for r in rows)
+    B, H = len(rows), rows[0][0].shape[1]
+    ref = rows[0][0]
+    embeds = ref.new_zeros(B, L, H)
+    attn = torch.zeros(B, L, dtype=torch.long, device=ref.device)
+    marks = torch.zeros(B, L, dtype=torch.long, device=ref.device)
+    pos = torch.zeros(B, L, dtype=torch.long, device=ref.device)
+    labels = torch.full((B, L), IGNORE_INDEX, dtype=torch.long, device=ref.device) if with_labels else None
+    for b, (e, m, lab) in enumerate(rows):
+        n = e.shape[0]
+        sl = slice(L - n, L) if padding_side == "left" else slice(0, n)
+        embeds[b, sl], attn[b, sl], marks[b, sl] = e, 1, m
+        pos[b, sl] = torch.arange(n, device=ref.device)
+        if with_labels:
+            labels[b, sl] = lab
+    return SplicedInputs(embeds, attn, marks, pos, labels)
