@@ -1,0 +1,186 @@
+"""Vocoder training data: an audio manifest joined with a unit file by utterance id.
+
+The manifest is JSON Lines ``{"id", "audio", "start"?, "duration"?}`` (``{data_root}`` in
+``audio`` is replaced by ``data_root``); the unit file is JSON Lines
+``{"id", "units": [...], "km_tag"}``. Units are matched by id, never by line order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+import torch
+import torchaudio
+
+from most_speech.data.manifest import iter_manifest, relocate
+
+logger = logging.getLogger(__name__)
+
+# Units may be a frame or two longer than the audio (feature padding at the edges); more
+# than this means they belong to other audio.
+MAX_EXTRA_FRAMES = 2
+
+
+@dataclass
+class Utterance:
+    """One training utterance: where its audio is and its frame-rate units."""
+
+    id: str
+    audio: str
+    units: torch.Tensor
+    start: float = 0.0
+    duration: float | None = None
+
+
+def read_unit_file(path, km_tag: str | None = None) -> tuple[dict, str]:
+    """Read a unit JSONL file into ``{id: LongTensor}`` and its (single) km_tag.
+
+    Parameters
+    ----------
+    path : str or Path
+        JSON Lines with ``id``, ``units`` and ``km_tag`` per line.
+    km_tag : str, optional
+        Expected tag; every line must carry it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "u.jsonl"
+    >>> _ = p.write_text('{"id": "a", "units": [1, 1, 2], "km_tag": "k"}\\n')
+    >>> units, tag = read_unit_file(p)
+    >>> units["a"].tolist(), tag
+    ([1, 1, 2], 'k')
+    """
+    units, tags = {}, set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: invalid JSON ({err.msg})") from err
+            for key in ("id", "units", "km_tag"):
+                if key not in rec:
+                    raise ValueError(f"{where}: unit record has no {key!r} field")
+            if rec["id"] in units:
+                raise ValueError(f"{where}: duplicate id {rec['id']!r}")
+            if km_tag is not None and rec["km_tag"] != km_tag:
+                raise ValueError(
+                    f"{where}: utterance {rec['id']!r} has km_tag {rec['km_tag']!r}, "
+                    f"expected {km_tag!r}"
+                )
+            if not rec["units"]:
+                raise ValueError(f"{where}: utterance {rec['id']!r} has no units")
+            tags.add(rec["km_tag"])
+            units[rec["id"]] = torch.as_tensor(rec["units"], dtype=torch.long)
+    if len(tags) != 1:
+        raise ValueError(f"{path}: expected one km_tag, found {sorted(tags) or 'none'}")
+    return units, tags.pop()
+
+
+def join_manifest_units(manifest, unit_file, data_root=None, km_tag=None):
+    """Join audio manifest entries with their units by id.
+
+    Entries without units are skipped with a warning; if none remain it is an error.
+
+    Returns
+    -------
+    utterances : list of Utterance
+    km_tag : str
+    """
+    units, tag = read_unit_file(unit_file, km_tag)
+    out, missing = [], []
+    for entry in iter_manifest(manifest, required=("audio",)):
+        if data_root is not None:
+            entry = relocate(entry, data_root)
+        if entry["id"] not in units:
+            missing.append(entry["id"])
+            continue
+        out.append(
+            Utterance(
+                entry["id"], entry["audio"], units[entry["id"]],
+                float(entry.get("start", 0.0)), entry.get("duration"),
+            )
+        )
+    if missing:
+        logger.warning("%d manifest entries have no units in %s (e.g. %s)", len(missing), unit_file, missing[0])
+    if not out:
+        raise ValueError(f"no manifest entry of {manifest} has units in {unit_file}")
+    return out, tag
+
+
+def load_audio(path, sample_rate: int, start: float = 0.0, duration: float | None = None):
+    """Read (a segment of) a file as mono float32 at ``sample_rate``.
+
+    ``most_speech.audio.io`` did not exist when this was written; this helper uses
+    soundfile for reading and torchaudio for resampling.
+    """
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError
+        raise ValueError(f"{path}: cannot read audio ({err})") from err
+    first = int(round(start * info.samplerate))
+    frames = -1 if duration is None else int(round(duration * info.samplerate))
+    wav, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
+    wav = torch.from_numpy(wav.mean(axis=1))
+    if sr != sample_rate:
+        wav = torchaudio.functional.resample(wav, sr, sample_rate)
+    return wav
+
+
+def aligned_pair(utt: Utterance, sample_rate: int, hop: int):
+    """Load an utterance and trim units and audio to a whole number of unit frames."""
+    wav = load_audio(utt.audio, sample_rate, utt.start, utt.duration)
+    n_audio = wav.shape[0] // hop
+    if len(utt.units) > n_audio + MAX_EXTRA_FRAMES:
+        raise ValueError(
+            f"utterance {utt.id!r}: {len(utt.units)} units but only {n_audio} frames of audio "
+            f"({utt.audio}); were the units made from this audio at this unit rate?"
+        )
+    n = min(len(utt.units), n_audio)
+    if n == 0:
+        raise ValueError(f"utterance {utt.id!r}: audio shorter than one unit frame ({utt.audio})")
+    return utt.units[:n], wav[: n * hop]
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Random aligned crops of ``segment_frames`` units and their audio.
+
+    Utterances shorter than a segment are repeated (units and audio together) to fill it.
+
+    Examples
+    --------
+    >>> ds = SegmentDataset([], 16000, 320, 4)
+    >>> len(ds)
+    0
+    """
+
+    def __init__(self, utterances, sample_rate: int, hop: int, segment_frames: int, seed=None):
+        self.utterances = list(utterances)
+        self.sample_rate, self.hop, self.segment_frames = sample_rate, hop, segment_frames
+        self.rng = random.Random(seed)
+
+    def __len__(self):
+        return len(self.utterances)
+
+    def __getitem__(self, index):
+        units, wav = aligned_pair(self.utterances[index], self.sample_rate, self.hop)
+        reps = -(-self.segment_frames // len(units))
+        if reps > 1:
+            units, wav = units.repeat(reps), wav.repeat(reps)
+        first = self.rng.randint(0, len(units) - self.segment_frames)
+        last = first + self.segment_frames
+        return units[first:last], wav[first * self.hop : last * self.hop]
+
+
+def collate_segments(items):
+    """Stack equal-length crops into ``(units (B, T), wav (B, 1, T * hop))``."""
+    units = torch.stack([u for u, _ in items])
+    wavs = torch.stack([w for _, w in items]).unsqueeze(1)
+    return units, wavs
