@@ -2,8 +2,9 @@
 
 Which stream draw ``i`` comes from is a pure function of ``(seed, i)``: draws are grouped into blocks of
 ``block_size``; block ``b`` holds exactly as many draws of each stream as the largest-remainder apportionment
-of ``(b + 1) * block_size * weight`` minus that of ``b * block_size * weight`` (so the running count of every
-stream stays within one draw of ``i * weight``), in an order shuffled by ``(seed, b)``. The sampler is exact in
+of ``(b + 1) * block_size * weight`` minus that of ``b * block_size * weight`` (so at every block boundary
+the running count of every stream is within one draw of ``i * weight``), in an order shuffled by
+``(seed, b)``. The sampler is exact in
 expectation and far tighter than independent draws (whose proportions wander by ``sqrt(w(1-w)/n)``).
 
 Each stream cycles its own dataset: its ``c``-th draw is item ``perm_p[c % len]`` where ``p = c // len`` is the
@@ -77,7 +78,7 @@ class TaskMixture(torch.utils.data.IterableDataset):
     Examples
     --------
     >>> mix = TaskMixture({"asr": list("abcd"), "tts": list("wxyz")}, {"asr": 0.5, "tts": 0.5}, seed=1,
-    ...                   num_draws=4)
+    ...                   block_size=2, num_draws=4)
     >>> first = [task for task, _ in mix]
     >>> sorted(first)
     ['asr', 'asr', 'tts', 'tts']
