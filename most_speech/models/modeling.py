@@ -271,8 +271,11 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         return super().generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
                                 modality_ids=spliced.modality_ids, **kwargs)
 
-    def prepare_inputs_for_generation(self, *args, modality_ids=None, **kwargs):
-        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None,
+                                      inputs_embeds=None, modality_ids=None, **kwargs):
+        inputs = super().prepare_inputs_for_generation(input_ids, past_key_values=past_key_values,
+                                                       attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                                       **kwargs)
         # Explicit marks belong to the embedded prompt; later steps feed token ids and take marks from the layout.
         if modality_ids is not None and inputs.get("inputs_embeds") is not None:
             inputs["modality_ids"] = modality_ids[:, -inputs["inputs_embeds"].shape[1]:]
