@@ -1,0 +1,303 @@
+"""Building spoken-LM likelihood-pair sets locally: sBLIMP from BLiMP text, sWUGGY from a word list,
+s/tStoryCloze from stories, synthesized with local TTS into a ZeroSpeech-like layout.
+
+Layout written by :func:`build_audio_pairs` under ``out_dir``::
+
+    wav/<id>_good.wav  wav/<id>_bad.wav      16 kHz mono
+    pairs.csv                                id,type,group,good_path,bad_path,good_text,bad_text
+                                             (paths relative to out_dir)
+
+:func:`encode_audio_pairs` turns such a manifest into :class:`~most_speech.scoring.slm.LikelihoodPair` lists with
+any ``encode_fn(wav_path) -> list[int]`` (e.g. HuBERT + k-means units mapped to token ids).
+
+Pseudowords (the sWUGGY side) are made by a simple, documented spelling rule (:func:`make_pseudoword`) rather
+than WUGGY's syllable-frequency matching: replace one vowel spelling of a real word by another (a final silent ``e`` is
+left alone), and, in words of
+4+ letters, one single consonant letter by another of the same manner class (stops p b t d k g, fricatives f v s
+z, nasals m n, liquids l r). Candidates that are real words (CMUdict from pocketsphinx when present, plus the
+shipped list) are rejected. The result keeps the word's length and shape and is pronounceable by espeak-ng's
+letter-to-sound rules.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import random
+import re
+import zlib
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
+
+from tqdm.auto import tqdm
+
+from most_speech.scoring.io import PathLike, atomic_write_text, read_jsonl
+from most_speech.scoring.slm import LikelihoodPair
+from most_speech.scoring.synth import DEFAULT_VOICE, synthesize_many
+
+__all__ = ["load_blimp", "load_wordlist", "real_word_lexicon", "make_pseudoword", "make_wuggy_pairs",
+           "load_stories", "build_audio_pairs", "read_audio_pairs", "encode_audio_pairs", "MANIFEST_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text"]
+_WORDLIST = Path(__file__).with_name("resources") / "words_en.txt"
+_VOWEL_SPELLINGS = ["a", "e", "i", "o", "u", "ee", "oo", "ai", "ea", "oa"]
+_CONSONANT_CLASSES = ["pbtdkg", "fvsz", "mn", "lr"]
+_VOWEL_RE = re.compile(r"[aeiou]+")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def load_blimp(path: PathLike, paradigms: Optional[Iterable[str]] = None,
+               max_per_paradigm: Optional[int] = None) -> List[Dict[str, str]]:
+    """Read BLiMP JSONL (``UID``, ``pairID``, ``sentence_good``, ``sentence_bad``) as syntactic text pairs.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "b.jsonl"
+    >>> _ = p.write_text('{"UID": "u", "pairID": "0", "sentence_good": "A b.", "sentence_bad": "B a."}\\n')
+    >>> load_blimp(p)[0]["id"]
+    'u_0'
+    """
+    wanted = set(paradigms) if paradigms else None
+    counts: Dict[str, int] = {}
+    out = []
+    for i, row in enumerate(read_jsonl(path), 1):
+        missing = [k for k in ("UID", "pairID", "sentence_good", "sentence_bad") if k not in row]
+        if missing:
+            raise ValueError(f"{path}: BLiMP record {i} lacks field(s) {missing}")
+        uid = row["UID"]
+        if wanted is not None and uid not in wanted:
+            continue
+        if max_per_paradigm is not None and counts.get(uid, 0) >= max_per_paradigm:
+            continue
+        counts[uid] = counts.get(uid, 0) + 1
+        out.append({"id": f"{uid}_{row['pairID']}", "type": "syntactic", "group": uid,
+                    "good_text": row["sentence_good"], "bad_text": row["sentence_bad"]})
+    if wanted is not None and set(counts) != wanted:
+        raise ValueError(f"{path}: paradigm(s) not found: {sorted(wanted - set(counts))}")
+    return out
+
+
+def load_wordlist(path: Optional[PathLike] = None) -> List[str]:
+    """Words, one per line (``#`` comments skipped); default: the list shipped with most_speech.
+
+    Examples
+    --------
+    >>> len(load_wordlist()) > 100
+    True
+    """
+    lines = Path(path or _WORDLIST).read_text(encoding="utf-8").splitlines()
+    words = [ln.strip().lower() for ln in lines if ln.strip() and not ln.startswith("#")]
+    return list(dict.fromkeys(words))
+
+
+def real_word_lexicon(extra: Iterable[str] = ()) -> Set[str]:
+    """Known real English words: pocketsphinx's CMUdict (if installed), the shipped list and ``extra``.
+
+    Examples
+    --------
+    >>> "table" in real_word_lexicon()
+    True
+    """
+    lexicon = set(load_wordlist()) | {w.lower() for w in extra}
+    try:
+        import pocketsphinx
+
+        cmudict = Path(pocketsphinx.get_model_path()) / "en-us" / "cmudict-en-us.dict"
+        with open(cmudict, encoding="utf-8", errors="replace") as f:
+            lexicon |= {line.split(maxsplit=1)[0].split("(")[0].lower() for line in f if line.strip()}
+    except (ImportError, OSError):
+        log.warning("pocketsphinx CMUdict not available; pseudowords are filtered by the shipped list only")
+    return lexicon
+
+
+def _swap_vowel(word: str, rng: random.Random) -> str:
+    # a final silent "e" (candle, bridge) is not a vowel nucleus
+    groups = [m for m in _VOWEL_RE.finditer(word) if not (m.group(0) == "e" and m.end() == len(word) > 2)]
+    if not groups:
+        return word
+    m = rng.choice(groups)
+    choices = [v for v in _VOWEL_SPELLINGS if v != m.group(0)]
+    return word[: m.start()] + rng.choice(choices) + word[m.end():]
+
+
+def _swap_consonant(word: str, rng: random.Random) -> str:
+    """Replace one consonant letter that stands between vowels or word edges (not inside a cluster)."""
+    def lone(i):
+        left = i == 0 or word[i - 1] in "aeiou"
+        right = i == len(word) - 1 or word[i + 1] in "aeiou"
+        return left and right
+
+    spots = [i for i, ch in enumerate(word) if any(ch in c for c in _CONSONANT_CLASSES) and lone(i)]
+    if not spots:
+        return word
+    i = rng.choice(spots)
+    cls = next(c for c in _CONSONANT_CLASSES if word[i] in c)
+    return word[:i] + rng.choice([c for c in cls if c != word[i]]) + word[i + 1:]
+
+
+def make_pseudoword(word: str, lexicon: Set[str], seed: int = 0, tries: int = 50) -> Optional[str]:
+    """Derive a pronounceable non-word from ``word`` by the rule in the module docstring.
+
+    Deterministic for a given ``(word, seed)``; returns None when no candidate outside ``lexicon`` is found.
+
+    Examples
+    --------
+    >>> pw = make_pseudoword("garden", {"garden", "gardon"}, seed=1)
+    >>> pw is not None and pw not in {"garden", "gardon"} and len(pw) >= 5
+    True
+    """
+    rng = random.Random(zlib.crc32(f"{seed}:{word}".encode()))
+    for _ in range(tries):
+        cand = _swap_vowel(word.lower(), rng)
+        if len(word) >= 4:
+            cand = _swap_consonant(cand, rng)
+        if cand != word and cand not in lexicon:
+            return cand
+    return None
+
+
+def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0,
+                     lexicon: Optional[Set[str]] = None) -> List[Dict[str, str]]:
+    """Lexical text pairs ``(word, pseudoword)`` for sWUGGY-style evaluation.
+
+    Examples
+    --------
+    >>> pairs = make_wuggy_pairs(["table", "river"], lexicon={"table", "river"})
+    >>> [p["good_text"] for p in pairs]
+    ['table', 'river']
+    """
+    words = list(words) if words is not None else load_wordlist()
+    lexicon = lexicon if lexicon is not None else real_word_lexicon(words)
+    pairs = []
+    for w in words:
+        pw = make_pseudoword(w, lexicon, seed=seed)
+        if pw is None:
+            log.warning("no pseudoword found for %r; skipped", w)
+            continue
+        pairs.append({"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pw})
+    return pairs
+
+
+def load_stories(path: PathLike) -> List[Dict[str, str]]:
+    """Read story pairs from JSONL ``{"id", "context", "good_ending", "bad_ending"}`` (StoryCloze layout).
+
+    The spoken items are the whole story read out (context + ending), as in sStoryCloze; ``context`` is kept
+    so text-token evaluation (tStoryCloze) can score the ending only.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "s.jsonl"
+    >>> _ = p.write_text('{"id": "s1", "context": "Tom was hungry.", "good_ending": "He ate.", '
+    ...                  '"bad_ending": "He flew."}\\n')
+    >>> load_stories(p)[0]["good_text"]
+    'Tom was hungry. He ate.'
+    """
+    out = []
+    for i, row in enumerate(read_jsonl(path), 1):
+        missing = [k for k in ("id", "context", "good_ending", "bad_ending") if k not in row]
+        if missing:
+            raise ValueError(f"{path}: story {i} (id {row.get('id')!r}) lacks field(s) {missing}")
+        ctx = row["context"].strip()
+        out.append({"id": str(row["id"]), "type": "story", "group": row.get("group", ""), "context": ctx,
+                    "good_text": f"{ctx} {row['good_ending'].strip()}",
+                    "bad_text": f"{ctx} {row['bad_ending'].strip()}"})
+    return out
+
+
+def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike, voice: str = DEFAULT_VOICE,
+                      overwrite: bool = False, progress: bool = True) -> Path:
+    """Synthesize both sides of each text pair with the same voice and write ``pairs.csv``.
+
+    Parameters
+    ----------
+    text_pairs : sequence of dict
+        From :func:`load_blimp`, :func:`make_wuggy_pairs` or :func:`load_stories`.
+    out_dir : path
+        Receives ``wav/`` and ``pairs.csv`` (see the module docstring).
+    voice : str
+        TTS voice spec (``espeak-ng:en-us``, ``flite:slt``, ...).
+
+    Returns
+    -------
+    Path
+        The manifest ``out_dir/pairs.csv``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> m = build_audio_pairs([{"id": "p", "type": "lexical", "group": "", "good_text": "cat",
+    ...                         "bad_text": "cot"}], tempfile.mkdtemp(), progress=False)
+    >>> read_audio_pairs(m)[0]["good_path"].endswith("p_good.wav")
+    True
+    """
+    out_dir = Path(out_dir)
+    ids = [p["id"] for p in text_pairs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("text pairs have duplicate ids")
+    rows, texts, paths = [], [], []
+    for p in text_pairs:
+        safe = _SAFE_ID.sub("_", p["id"])
+        good, bad = f"wav/{safe}_good.wav", f"wav/{safe}_bad.wav"
+        texts += [p["good_text"], p["bad_text"]]
+        paths += [out_dir / good, out_dir / bad]
+        rows.append({"id": p["id"], "type": p["type"], "group": p.get("group", ""), "good_path": good,
+                     "bad_path": bad, "good_text": p["good_text"], "bad_text": p["bad_text"]})
+    synthesize_many(texts, paths, voice=voice, overwrite=overwrite, progress=progress)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(out_dir / "pairs.csv", buf.getvalue())
+
+
+def read_audio_pairs(manifest: PathLike) -> List[Dict[str, str]]:
+    """Read ``pairs.csv``; audio paths come back resolved against the manifest's folder.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "pairs.csv").write_text("id,type,good_path,bad_path\\np,lexical,a.wav,b.wav\\n")
+    >>> read_audio_pairs(d / "pairs.csv")[0]["bad_path"] == str(d / "b.wav")
+    True
+    """
+    manifest = Path(manifest)
+    with open(manifest, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for i, row in enumerate(rows, 2):
+        missing = [k for k in ("id", "good_path", "bad_path") if not row.get(k)]
+        if missing:
+            raise ValueError(f"{manifest}:{i}: pair row lacks field(s) {missing}")
+        for key in ("good_path", "bad_path"):
+            p = Path(row[key])
+            row[key] = str(p if p.is_absolute() else manifest.parent / p)
+        row.setdefault("type", "lexical")
+        row["group"] = row.get("group") or ""
+        out.append(row)
+    return out
+
+
+def encode_audio_pairs(manifest: PathLike, encode_fn: Callable[[str], Sequence[int]],
+                       progress: bool = True) -> List[LikelihoodPair]:
+    """Turn an audio pair manifest into id-sequence pairs with ``encode_fn(wav_path) -> ids``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "pairs.csv").write_text("id,type,group,good_path,bad_path\\np,syntactic,g,a.wav,bb.wav\\n")
+    >>> encode_audio_pairs(d / "pairs.csv", lambda path: [len(Path(path).name)], progress=False)[0].bad
+    [6]
+    """
+    pairs = []
+    for row in tqdm(read_audio_pairs(manifest), desc="encoding pairs", disable=not progress):
+        good, bad = list(encode_fn(row["good_path"])), list(encode_fn(row["bad_path"]))
+        if not good or not bad:
+            raise ValueError(f"pair {row['id']!r}: encoder returned an empty sequence")
+        pairs.append(LikelihoodPair(row["id"], good, bad, row["type"], row["group"]))
+    return pairs
