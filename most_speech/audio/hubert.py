@@ -61,7 +61,7 @@ def mhubert_25hz_config(**overrides) -> HubertConfig:
 
     Examples
     --------
-    >>> mhubert_25hz_config().conv_stride
+    >>> list(mhubert_25hz_config().conv_stride)
     [5, 2, 2, 2, 2, 2, 2, 2]
     """
     kw = dict(conv_dim=(512,) * 8, conv_kernel=_BASE_KERNELS + (2,), conv_stride=_BASE_STRIDES + (2,))
