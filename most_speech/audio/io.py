@@ -92,7 +92,7 @@ def load_audio(
     """
     path = _existing(path)
     if start < 0 or (duration is not None and duration <= 0):
-        raise AudioError(f"bad segment start={start} duration={duration} for audio file {path}")
+        raise AudioError(f"audio file {path}: bad segment start={start} duration={duration}")
     try:
         data, sr = _read_soundfile(path, start, duration)
     except (sf.LibsndfileError, RuntimeError) as exc:
@@ -179,11 +179,11 @@ def _check_segment(path: Path, first: int, want: int, total: int, sr: int) -> No
     if total <= 0:
         raise AudioError(f"audio file {path} is empty (0 frames)")
     if first >= total:
-        raise AudioError(f"segment start {first / sr:.3f} s is past the end ({total / sr:.3f} s) of audio file {path}")
+        raise AudioError(f"audio file {path}: segment start {first / sr:.3f} s is past the end ({total / sr:.3f} s)")
     if want > 0 and first + want > total + _END_TOLERANCE_S * sr:
         raise AudioError(
-            f"segment {first / sr:.3f}+{want / sr:.3f} s runs past the end ({total / sr:.3f} s) of audio file "
-            f"{path}: file truncated or manifest wrong"
+            f"audio file {path}: segment {first / sr:.3f}+{want / sr:.3f} s runs past the end "
+            f"({total / sr:.3f} s): file truncated or manifest wrong"
         )
 
 
