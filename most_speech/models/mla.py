@@ -16,7 +16,6 @@ because value and key head dims differ.
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Tuple
 
 import torch
@@ -25,8 +24,6 @@ from torch import nn
 from transformers.cache_utils import Cache
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2RotaryEmbedding, yarn_apply_mscale
-
-logger = logging.getLogger(__name__)
 
 # RoPE variants whose frequencies change with the sequence length at run time; not supported here.
 _DYNAMIC_ROPE_TYPES = ("dynamic", "longrope")
@@ -303,24 +300,41 @@ class MLAAttention(nn.Module):
     def _attend_absorbed(self, q_nope, q_pe, latent, k_pe, mask) -> torch.Tensor:
         """Decode: attend against the cached latent with up-projections folded in; returns ``[B, h, T, v]``.
 
-        All heads share one key/value head, so heads are folded into the query length (``[B, 1, h*T, d]``):
-        one matmul per batch row instead of ``h`` against a broadcast cache (SDPA's ``enable_gqa`` and
-        expanded views both ran 40-100x slower on CPU at cache 2048). Value = key ``cat(latent, k_pe)``, and the
-        rope columns of the output are dropped: equal q/k/v head dims let SDPA take its fused kernel.
+        ``q' = cat(q_nope @ W_UK, q_pe)`` attends to ``k' = cat(latent, k_pe)`` with value ``latent``: a
+        multi-query attention with one shared key/value head, so heads are folded into the query length and the
+        scores are two batched matmuls (latent part + rope part) -- no copy of the cache into ``k'``. SDPA was
+        slower here on CPU: ``enable_gqa`` and broadcast (expanded) K/V ran 40-100x slower at cache 2048, and
+        building ``k'`` costs a full copy of the cache every step.
         """
         batch, heads, q_len, _ = q_nope.shape
         k_len = latent.shape[2]
         w_uk, w_uv = self._absorbed_weights()
-        q_lat = torch.matmul(q_nope, w_uk)                                       # [B, h, T, rank]
-        query = torch.cat((q_lat, q_pe), dim=-1).reshape(batch, 1, heads * q_len, -1)
-        key = torch.cat((latent, k_pe), dim=-1)                                  # [B, 1, S, rank + rope]
+        q_lat = torch.matmul(q_nope, w_uk).reshape(batch, heads * q_len, self.kv_lora_rank)
+        latent, k_pe = latent.squeeze(1), k_pe.squeeze(1)                      # [B, S, rank], [B, S, rope]
+        scores = torch.baddbmm(torch.bmm(q_lat, latent.transpose(1, 2)), q_pe.reshape(batch, heads * q_len, -1),
+                               k_pe.transpose(1, 2), alpha=self.scaling, beta=self.scaling)   # [B, h*T, S]
         if mask is None and q_len > 1:
-            mask = _offset_causal_mask(q_len, k_len, query.device)
-        if mask is not None:
-            mask = mask.unsqueeze(2).expand(-1, -1, heads, -1, -1).reshape(mask.shape[0], 1, heads * q_len, k_len)
-        o_lat = self._sdpa(query, key, key, mask)[..., :self.kv_lora_rank]
-        o_lat = o_lat.reshape(batch, heads, q_len, self.kv_lora_rank)
+            mask = _offset_causal_mask(q_len, k_len, scores.device)
+        probs, empty_rows = self._masked_softmax(scores, mask, heads)
+        o_lat = torch.bmm(probs, latent)                                         # [B, h*T, rank]
+        if empty_rows is not None:
+            o_lat = o_lat.masked_fill(empty_rows, 0.0)
+        o_lat = o_lat.view(batch, heads, q_len, self.kv_lora_rank)
         return torch.matmul(o_lat, w_uv.transpose(1, 2))                         # [B, h, T, v]
+
+    def _masked_softmax(self, scores, mask, heads: int) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Softmax (fp32) of head-folded scores ``[B, h*T, S]`` under a ``[B|1, 1, T, S]`` mask, then dropout."""
+        empty_rows = None
+        if mask is not None:
+            fold = mask.shape[0], heads * mask.shape[2], mask.shape[3]
+            mask = mask.expand(-1, heads, -1, -1).reshape(fold)
+            if mask.dtype == torch.bool:
+                mask, empty_rows = _unmask_empty_rows(mask)
+                scores = scores.masked_fill(~mask, float("-inf"))
+            else:
+                scores = scores + mask
+        probs = scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
+        return F.dropout(probs, p=self._dropout_p(), training=self.training), empty_rows
 
 
 __all__ = ["MoSTRMSNorm", "MoSTRotaryEmbedding", "apply_rope", "MLAAttention"]

@@ -174,6 +174,19 @@ def test_stepwise_decode_equals_full_prefill(name):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=ATOL, rtol=ATOL)
 
 
+def test_decode_never_expands_the_cache():
+    cfg = make_config()
+    attn, _ = make_pair(cfg)
+    calls = []
+    attn.kv_b_proj.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape))
+    x, cache = torch.randn(1, 6, cfg.hidden_size), DynamicCache()
+    with torch.no_grad():
+        run_ours(attn, cfg, x[:, :5], positions(1, 5), past_key_values=cache)
+        assert len(calls) == 1                    # prefill expands its own 5 tokens once
+        run_ours(attn, cfg, x[:, 5:], positions(1, 1, 5), past_key_values=cache)
+    assert len(calls) == 1                        # the decode step works on the latent cache directly
+
+
 def _path_inputs(cfg, attn, q_len, k_len, batch=2, seed=6):
     torch.manual_seed(seed)
     h = cfg.num_attention_heads
