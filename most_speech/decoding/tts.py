@@ -1,0 +1,125 @@
+"""TTS decoding: text -> unit tokens (sampled, KV cache, stop at end-of-audio) -> vocoder -> waveform.
+
+Generation is kept on unit tokens by :class:`~most_speech.decoding.generation.UnitOnlyLogitsProcessor`, and
+its length is bounded by the text length (:func:`~most_speech.decoding.generation.tts_unit_budget`), so a
+model that never says end-of-audio still stops. ``stream`` yields audio chunks while units are generated.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+from transformers import LogitsProcessorList
+
+from ..data.templates import TaskTemplates
+from .generation import SamplingConfig, UnitOnlyLogitsProcessor, chunks, iter_tokens, left_pad, tts_unit_budget
+
+log = logging.getLogger(__name__)
+
+
+class TTSDecoder:
+    """Synthesize speech with a MoST model and a unit vocoder.
+
+    Parameters
+    ----------
+    model : MoSTForCausalLM
+    templates : TaskTemplates
+    vocoder : UnitVocoder, optional
+        Needed for waveforms (``synthesize`` / ``stream``), not for ``generate_units``.
+    km_tag : str, optional
+        Tag of the k-means model whose units the LM was trained on; the vocoder refuses a different one.
+    sampling : SamplingConfig
+        Temperature / top-k / top-p (temperature 0: greedy).
+    unit_rate : float
+        Units per second of audio (50 for HuBERT-base units, 25 for mHuBERT-25Hz); scales the length limit.
+
+    Examples
+    --------
+    >>> tts = TTSDecoder(model, templates, vocoder, km_tag=vocoder.km_tag)        # doctest: +SKIP
+    >>> wav = tts.synthesize(["Hello world."])[0]                                   # doctest: +SKIP
+    """
+
+    def __init__(self, model, templates: TaskTemplates, vocoder=None, km_tag: Optional[str] = None,
+                 sampling: Optional[SamplingConfig] = None, unit_rate: float = 50.0, batch_size: int = 8,
+                 max_units_per_token: float = 12.0, min_units_per_token: float = 0.0):
+        self.model = model.eval()
+        self.templates = templates
+        self.tokenizer = templates.tokenizer
+        self.layout = templates.layout
+        self.vocoder = vocoder
+        self.km_tag = km_tag
+        self.sampling = sampling or SamplingConfig()
+        self.unit_rate = unit_rate
+        self.batch_size = batch_size
+        self.max_units_per_token = max_units_per_token
+        self.min_units_per_token = min_units_per_token
+
+    def _prompt(self, text: str) -> List[int]:
+        return self.templates.build("tts", {"id": "tts", "text": text}, prompt_only=True).input_ids
+
+    def _budget(self, text: str):
+        n = len(self.tokenizer.encode(text, parse_special=False))
+        return tts_unit_budget(n, self.unit_rate, self.max_units_per_token, self.min_units_per_token)
+
+    @torch.no_grad()
+    def generate_units_batch(self, texts: Sequence[str], use_cache: bool = True) -> List[List[int]]:
+        """Unit sequences (deduplicated, as trained) for one batch of texts."""
+        prompts = [self._prompt(t) for t in texts]
+        budgets = [self._budget(t) for t in texts]
+        batch = left_pad(prompts, self.tokenizer.pad_id)
+        width = batch.input_ids.shape[1]
+        proc = UnitOnlyLogitsProcessor(self.layout, width, min_units=min(b[0] for b in budgets),
+                                       max_units=[b[1] for b in budgets])
+        if self.sampling.seed is not None:
+            torch.manual_seed(self.sampling.seed)
+        out = self.model.generate(batch.input_ids, attention_mask=batch.attention_mask,
+                                  logits_processor=LogitsProcessorList([proc]),
+                                  max_new_tokens=max(b[1] for b in budgets) + 2, use_cache=use_cache,
+                                  eos_token_id=[self.layout.eoa_id, self.layout.eos_id],
+                                  pad_token_id=self.tokenizer.pad_id, **self.sampling.generate_kwargs())
+        return [self.tokenizer.ids_to_units(row) for row in out[:, width:].tolist()]
+
+    def generate_units(self, texts: Sequence[str], use_cache: bool = True) -> List[List[int]]:
+        """Unit sequences for all texts, batched."""
+        units: List[List[int]] = []
+        for part in chunks(list(texts), self.batch_size):
+            units += self.generate_units_batch(part, use_cache=use_cache)
+        return units
+
+    def _require_vocoder(self):
+        if self.vocoder is None:
+            raise ValueError("TTSDecoder has no vocoder: pass one to synthesize waveforms")
+        return self.vocoder
+
+    def synthesize(self, texts: Sequence[str]) -> List[torch.Tensor]:
+        """Waveforms (1-D float tensors at the vocoder's sample rate) for ``texts``."""
+        vocoder = self._require_vocoder()
+        units = self.generate_units(texts)
+        empty = [i for i, u in enumerate(units) if not u]
+        if empty:
+            log.warning("no units generated for %d text(s), e.g. %r", len(empty), texts[empty[0]])
+        wavs = vocoder.synthesize([u or [0] for u in units], km_tag=self.km_tag or vocoder.km_tag,
+                                  deduplicated=True)
+        return [w if u else w[:0] for w, u in zip(wavs, units)]
+
+    def stream(self, text: str, chunk_units: int = 25) -> Iterator[torch.Tensor]:
+        """Yield waveform chunks of ``chunk_units`` units each while generation goes on.
+
+        Each chunk is vocoded on its own, so there can be a small seam at chunk boundaries; larger chunks
+        trade latency for fewer seams.
+        """
+        vocoder = self._require_vocoder()
+        prompt = torch.tensor([self._prompt(text)])
+        lo, hi = self._budget(text)
+        proc = UnitOnlyLogitsProcessor(self.layout, prompt.shape[1], min_units=lo, max_units=[hi])
+        pending: List[int] = []
+        for tok in iter_tokens(self.model, prompt, max_new_tokens=hi + 2, processors=[proc],
+                               sampling=self.sampling, stop_ids=(self.layout.eoa_id, self.layout.eos_id)):
+            if self.layout.is_unit(tok):
+                pending.append(tok - self.layout.unit_offset)
+            if len(pending) >= chunk_units:
+                yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag)[0]
+                pending = []
+        if pending:
+            yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag)[0]

@@ -1,0 +1,138 @@
+"""Decoding: ASR (greedy / beam), TTS (constrained unit sampling, length limits, streaming), spoken QA."""
+import pytest
+import torch
+
+from most_speech.data.templates import TaskTemplates, TemplateConfig
+from most_speech.decoding.asr import ASRDecoder
+from most_speech.decoding.generation import SamplingConfig, UnitOnlyLogitsProcessor, tts_unit_budget
+from most_speech.decoding.spoken_qa import SpokenQADecoder
+from most_speech.decoding.tts import TTSDecoder
+from most_speech.models import MoSTConfig, MoSTForCausalLM
+from most_speech.text.tokenizer import MoSTTokenizer, train_sentencepiece
+from most_speech.vocoder import MeanMelConfig, MeanMelVocoder
+
+NUM_UNITS = 20
+FEAT_DIM = 8
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "transcribe the following speech into text",
+             "convert the following text into speech", "hello world how are you"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    sp = train_sentencepiece(SENTENCES * 10, tmp_path_factory.mktemp("sp") / "sp", vocab_size=60)
+    tok = MoSTTokenizer.from_sentencepiece(sp, num_units=NUM_UNITS)
+    layout = tok.layout
+    torch.manual_seed(0)
+    cfg = MoSTConfig.tiny(vocab_size=layout.vocab_size, token_layout=layout.to_dict(), bos_token_id=layout.bos_id,
+                          eos_token_id=layout.eos_id, pad_token_id=layout.pad_id, audio_feature_dim=FEAT_DIM)
+    model = MoSTForCausalLM(cfg).eval()
+    vocoder = MeanMelVocoder(MeanMelConfig(km_tag="test-km", num_units=NUM_UNITS))
+    return tok, model, vocoder
+
+
+def unit_entries(n=3):
+    g = torch.Generator().manual_seed(5)
+    return [{"id": f"u{i}", "units": torch.randint(0, NUM_UNITS, (6 + 3 * i,), generator=g).tolist()}
+            for i in range(n)]
+
+
+def test_asr_from_units_same_with_and_without_cache_and_batched(setup):
+    tok, model, _ = setup
+    tpl = TaskTemplates(tok, TemplateConfig(speech_input="units"))
+    dec = ASRDecoder(model, tpl, max_new_tokens=6, batch_size=3)
+    entries = unit_entries()
+    batched = dec.transcribe(entries, progress=False)
+    dec.batch_size = 1
+    assert dec.transcribe(entries, progress=False) == batched
+    batch = dec._prompt_batch(entries)
+    kw = dict(max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=tok.pad_id)
+    a = model.generate(batch.input_ids, attention_mask=batch.attention_mask, use_cache=True, **kw)
+    b = model.generate(batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **kw)
+    assert torch.equal(a, b)
+
+
+def test_asr_beam_search_runs_on_the_latent_cache(setup):
+    tok, model, _ = setup
+    tpl = TaskTemplates(tok, TemplateConfig(speech_input="units"))
+    greedy = ASRDecoder(model, tpl, max_new_tokens=5).transcribe(unit_entries(2), progress=False)
+    beam1 = ASRDecoder(model, tpl, beam_size=1, max_new_tokens=5).transcribe(unit_entries(2), progress=False)
+    beam3 = ASRDecoder(model, tpl, beam_size=3, max_new_tokens=5).transcribe(unit_entries(2), progress=False)
+    assert greedy == beam1 and set(beam3) == {"u0", "u1"}
+
+
+def test_asr_continuous_input_uses_the_feature_source(setup):
+    tok, model, _ = setup
+    seen = []
+
+    def features(entries):
+        seen.extend(e["id"] for e in entries)
+        return [torch.randn(4 + i, FEAT_DIM, generator=torch.Generator().manual_seed(i)) for i in range(len(entries))]
+
+    dec = ASRDecoder(model, TaskTemplates(tok), features=features, max_new_tokens=4)
+    hyps = dec.transcribe([{"id": "a"}, {"id": "b"}], progress=False)
+    assert seen == ["a", "b"] and set(hyps) == {"a", "b"}
+
+
+def test_unit_processor_forces_well_formed_speech():
+    from most_speech.text.token_layout import TokenLayout
+    layout = TokenLayout.build(text_vocab_size=10, num_units=4)
+    proc = UnitOnlyLogitsProcessor(layout, prompt_length=2, min_units=2, max_units=[3])
+    allowed = lambda ids: torch.isfinite(proc(torch.tensor([ids]), torch.zeros(1, layout.vocab_size)))[0]
+    u = layout.unit_id
+    assert allowed([1, 2]).nonzero().flatten().tolist() == [layout.boa_id]
+    after_one = allowed([1, 2, layout.boa_id, u(0)])
+    assert after_one[u(3)] and not after_one[layout.eoa_id] and not after_one[5]
+    assert allowed([1, 2, layout.boa_id, u(0), u(1)])[layout.eoa_id]
+    assert allowed([1, 2, layout.boa_id, u(0), u(1), u(2)]).nonzero().flatten().tolist() == [layout.eoa_id]
+
+
+def test_tts_units_are_bounded_and_cache_independent(setup):
+    tok, model, _ = setup
+    tts = TTSDecoder(model, TaskTemplates(tok), sampling=SamplingConfig(temperature=0), max_units_per_token=2)
+    texts = ["the cat sat", "hello world how are you"]
+    with_cache = tts.generate_units(texts)
+    without = tts.generate_units(texts, use_cache=False)
+    assert with_cache == without
+    for text, units in zip(texts, with_cache):
+        n_tokens = len(tok.encode(text, parse_special=False))
+        assert 0 < len(units) <= tts_unit_budget(n_tokens, 50.0, 2.0)[1]
+        assert all(0 <= u < NUM_UNITS for u in units)
+
+
+def test_tts_sampling_is_seeded(setup):
+    tok, model, _ = setup
+    make = lambda: TTSDecoder(model, TaskTemplates(tok), sampling=SamplingConfig(temperature=1.0, seed=3))
+    assert make().generate_units(["a dog ran"]) == make().generate_units(["a dog ran"])
+
+
+def test_tts_stream_yields_chunks_of_the_same_units(setup):
+    tok, model, vocoder = setup
+    tts = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km",
+                     sampling=SamplingConfig(temperature=0), max_units_per_token=3)
+    units = tts.generate_units(["hello world how are you"])[0]
+    chunks = list(tts.stream("hello world how are you", chunk_units=4))
+    assert len(chunks) == -(-len(units) // 4)
+    full = vocoder.synthesize([units], km_tag="test-km")[0]
+    assert sum(c.numel() for c in chunks) == full.numel()
+    assert tts.synthesize(["hello world how are you"])[0].numel() == full.numel()
+
+
+def test_tts_refuses_vocoder_of_another_km_tag(setup):
+    tok, model, vocoder = setup
+    tts = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="other-km",
+                     sampling=SamplingConfig(temperature=0), max_units_per_token=1)
+    with pytest.raises(ValueError, match="other-km"):
+        tts.synthesize(["the cat"])
+
+
+def test_spoken_qa_text_and_speech_answers(setup):
+    tok, model, vocoder = setup
+    feats = lambda entries: [torch.randn(5, FEAT_DIM) for _ in entries]
+    qa = SpokenQADecoder(model, TaskTemplates(tok), features=feats, vocoder=vocoder, km_tag="test-km",
+                         max_new_tokens=4, max_units=6)
+    entries = [{"id": "q1"}, {"id": "q2"}]
+    assert set(qa.answer_text(entries)) == {"q1", "q2"}
+    units = qa.answer_units(entries)
+    assert all(0 < len(u) <= 6 for u in units.values())
+    wavs = qa.answer_speech(entries)
+    assert all(w.ndim == 1 and w.numel() > 0 for w in wavs.values())
