@@ -4,7 +4,7 @@ Follows SpeechBrain's ``recipes/LJSpeech/TTS/vocoder/hifigan_discrete`` recipe: 
 first updates the discriminator (MPD + MSD) on a detached fake, then the generator on
 45 x mel L1 + feature matching + adversarial + duration MSE (SpeechBrain's
 ``GeneratorLoss`` / ``DiscriminatorLoss``). Additions: an optional mel-only warm-up
-(``adversarial_start_step``), a wall-clock budget (``max_train_minutes``), and step-based
+(``adversarial_start_step``), wall-clock / CPU-time budgets, and step-based
 checkpoints through ``ckpt_interval_steps``.
 """
 from __future__ import annotations
@@ -14,9 +14,13 @@ import time
 
 import speechbrain as sb
 import torch
-from speechbrain.utils.data_utils import scalarize
 
 logger = logging.getLogger(__name__)
+
+
+def _floats(losses: dict) -> dict:
+    """Loss dict -> plain floats (SpeechBrain's losses mix tensors and int zeros)."""
+    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
 
 
 class VocoderBrain(sb.Brain):
@@ -24,12 +28,14 @@ class VocoderBrain(sb.Brain):
 
     Required hparams: ``generator_loss``, ``discriminator_loss``, ``opt_class_generator``,
     ``opt_class_discriminator``; optional ``adversarial_start_step`` (0),
-    ``max_train_minutes`` (None), ``epoch_counter``.
+    ``max_train_minutes`` (wall clock, None), ``max_cpu_minutes`` (this process's CPU
+    time over all threads, None: fairer on a shared machine), ``epoch_counter``.
     """
 
     def on_fit_start(self):
         self.last_loss_stats = {}
         self._fit_start_time = time.time()
+        self._fit_start_cpu = time.process_time()
         super().on_fit_start()
 
     def init_optimizers(self):
@@ -84,21 +90,31 @@ class VocoderBrain(sb.Brain):
         losses["G_loss"].backward()
         self.optimizer_g.step()
         self.optimizer_step += 1
-        self.last_loss_stats[sb.Stage.TRAIN] = scalarize(losses)
+        self.last_loss_stats[sb.Stage.TRAIN] = _floats(losses)
+        interval = getattr(self.hparams, "log_interval_steps", 0)
+        if interval and self.optimizer_step % interval == 0:
+            stats = self.last_loss_stats[sb.Stage.TRAIN]
+            logger.info("step %d: %s", self.optimizer_step,
+                        ", ".join(f"{k} {v:.4f}" for k, v in sorted(stats.items())))
         self._check_time_budget()
         return losses["G_loss"].detach().cpu()
 
     def _check_time_budget(self):
-        budget = getattr(self.hparams, "max_train_minutes", None)
-        if budget and time.time() - self._fit_start_time > 60 * budget:
-            logger.info("time budget of %s min reached at step %d", budget, self.optimizer_step)
+        wall = getattr(self.hparams, "max_train_minutes", None)
+        cpu = getattr(self.hparams, "max_cpu_minutes", None)
+        wall_over = wall and time.time() - self._fit_start_time > 60 * wall
+        cpu_over = cpu and time.process_time() - self._fit_start_cpu > 60 * cpu
+        if wall_over or cpu_over:
+            logger.info("time budget reached at step %d (%.1f CPU min, %.1f wall min)",
+                        self.optimizer_step, (time.process_time() - self._fit_start_cpu) / 60,
+                        (time.time() - self._fit_start_time) / 60)
             self.optimizer_step_limit = self.optimizer_step  # makes Brain.fit stop
 
     def evaluate_batch(self, batch, stage):
         fake, log_dur_pred, log_dur = self.compute_forward(batch, stage)
         _, real = (t.to(self.device) for t in batch)
         losses = self._generator_losses(fake, real, log_dur_pred, log_dur, stage)
-        self.last_loss_stats[stage] = scalarize(losses)
+        self.last_loss_stats[stage] = _floats(losses)
         return losses["G_loss"].detach().cpu()
 
     def on_stage_end(self, stage, stage_loss, epoch):
