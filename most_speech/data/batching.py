@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -208,3 +208,50 @@ def pack_examples(examples: Sequence[Example], max_length: int,
             rows.append([i])
             free.append(max_length - sizes[i])
     return [_concat([examples[i] for i in row], k) for k, row in enumerate(rows)]
+
+
+def batch_stream(examples: Iterable, max_tokens: int, buffer_size: int = 256,
+                 length_fn: Callable[[Example], int] = lambda ex: ex.total_length,
+                 max_batch_size: Optional[int] = None) -> Iterator[list]:
+    """Token-budget batches from a stream (e.g. a :class:`~most_speech.data.mixing.TaskMixture`).
+
+    Items are read into a buffer of ``buffer_size``, sorted by length (stable, so the result is
+    deterministic for a deterministic stream) and cut into batches whose padded size stays within
+    ``max_tokens``. ``(task, example)`` pairs are accepted and kept as they are. A mixture's position counts
+    the items pulled into the buffer: a state saved mid-buffer resumes after those items (at most
+    ``buffer_size`` examples are skipped), one saved at a flush boundary resumes exactly.
+
+    Examples
+    --------
+    >>> exs = [Example(f"e{i}", "text_lm", [1] * n, [1] * n) for i, n in enumerate([4, 9, 3, 8, 2])]
+    >>> [[e.id for e in b] for b in batch_stream(exs, max_tokens=16, buffer_size=5)]
+    [['e4', 'e2', 'e0'], ['e3'], ['e1']]
+    """
+    def size(item) -> int:
+        ex = item[1] if isinstance(item, tuple) else item
+        n = int(length_fn(ex))
+        if n > max_tokens:
+            raise ValueError(f"example {ex.id!r} has length {n} > max_tokens={max_tokens}")
+        return n
+
+    def flush(buffer):
+        buffer.sort(key=lambda pair: pair[0])
+        batch, longest = [], 0
+        for n, item in buffer:
+            full = max_batch_size is not None and len(batch) >= max_batch_size
+            if batch and (full or (len(batch) + 1) * max(longest, n) > max_tokens):
+                yield batch
+                batch, longest = [], 0
+            batch.append(item)
+            longest = max(longest, n)
+        if batch:
+            yield batch
+
+    buffer = []
+    for item in examples:
+        buffer.append((size(item), item))
+        if len(buffer) >= buffer_size:
+            yield from flush(buffer)
+            buffer = []
+    if buffer:
+        yield from flush(buffer)
