@@ -231,5 +231,5 @@ def _ffmpeg_decode(path: Path, start: float, duration: float | None) -> tuple[np
     out = subprocess.run(cmd, capture_output=True)
     if out.returncode != 0:
         raise AudioError(f"cannot read audio file {path}: ffmpeg failed: {out.stderr.decode(errors='replace')}")
-    data = np.frombuffer(out.stdout, dtype=np.float32)
+    data = np.frombuffer(out.stdout, dtype=np.float32).copy()
     return data[: len(data) // channels * channels].reshape(-1, channels), sr

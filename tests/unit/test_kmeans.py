@@ -1,0 +1,128 @@
+"""K-means units: apply == brute force, dedup/expand, tags, safetensors, safe import of foreign quantizers."""
+import os
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import MiniBatchKMeans
+
+from most_speech.audio.kmeans import (KMeansQuantizer, KmTagMismatch, check_km_tag, dedup, expand,
+                                      learn_kmeans, load_foreign_centroids, make_km_tag, sample_frames)
+from most_speech.audio.safe_load import UnsafePickleError
+
+
+def test_apply_equals_brute_force_nearest_centroid():
+    gen = torch.Generator().manual_seed(0)
+    centroids = torch.randn(50, 16, generator=gen)
+    feats = torch.randn(3, 700, 16, generator=gen) * 1.5
+    km = KMeansQuantizer(centroids, "toy", 3)
+    units = km(feats, batch_frames=256)  # several matmul batches
+    assert units.shape == (3, 700) and units.dtype == torch.long
+    d = ((feats.double()[..., None, :] - centroids.double()) ** 2).sum(-1)  # [3, 700, 50] exact distances
+    brute = d.argmin(-1)
+    chosen = d.gather(-1, units[..., None])[..., 0]
+    assert torch.all(chosen <= d.min(-1).values + 1e-6)  # never a farther centroid
+    assert (units == brute).float().mean().item() == 1.0
+
+
+def test_apply_matches_sklearn_predict():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    sk = MiniBatchKMeans(n_clusters=20, random_state=0, n_init=1, batch_size=256).fit(x)
+    km = KMeansQuantizer(sk.cluster_centers_, "toy", 1)
+    assert np.array_equal(km(torch.from_numpy(x)).numpy(), sk.predict(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=60))
+def test_dedup_round_trip(seq):
+    units, durs = dedup(seq)
+    assert expand(units, durs).tolist() == seq
+    assert bool((durs > 0).all()) and int(durs.sum()) == len(seq)
+    assert bool((units[1:] != units[:-1]).all())  # no two equal neighbours left
+
+
+def test_expand_rejects_mismatch():
+    with pytest.raises(ValueError):
+        expand([1, 2], [3])
+
+
+def test_km_tag_and_safetensors_round_trip(tmp_path):
+    c = np.random.default_rng(1).normal(size=(500, 12)).astype(np.float32)
+    km = KMeansQuantizer(c, "hubert_base", 11)
+    assert km.km_tag.startswith("hubert_base-L11-km500-") and len(km.km_tag.rsplit("-", 1)[1]) == 8
+    c2 = c.copy()
+    c2[0, 0] += 1e-3
+    assert make_km_tag("hubert_base", 11, c2) != km.km_tag  # fingerprint follows the centroids
+    km.save(tmp_path / "km.safetensors")
+    back = KMeansQuantizer.load(tmp_path / "km.safetensors", device="cpu")
+    assert back.km_tag == km.km_tag and back.layer == 11 and back.encoder == "hubert_base"
+    assert torch.equal(back.centroids, km.centroids)
+
+
+def test_km_tag_mismatch_is_refused_clearly():
+    check_km_tag("hubert_base-L11-km500-1a2b3c4d", "hubert_base-L11-km500-1a2b3c4d", "vocoder")
+    with pytest.raises(KmTagMismatch) as err:
+        check_km_tag("hubert_base-L11-km500-1a2b3c4d", "mhubert_25hz-L11-km500-99999999", "vocoder")
+    assert str(err.value) == ("units were made with km_tag mhubert_25hz-L11-km500-99999999 but the vocoder "
+                              "expects hubert_base-L11-km500-1a2b3c4d")
+
+
+def test_learn_kmeans_finds_clusters():
+    rng = np.random.default_rng(0)
+    means = np.array([[0, 0], [10, 0], [0, 10]], np.float32)
+    x = np.concatenate([rng.normal(m, 0.3, (300, 2)) for m in means]).astype(np.float32)
+    sample = sample_frames(np.array_split(x, 9), max_frames=600, total_frames=900, seed=0)
+    assert 450 < sample.shape[0] <= 600
+    km = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=3, batch_size=128, max_iter=5)
+    found = km.centroids.numpy()
+    assert all(np.min(np.linalg.norm(found - m, axis=1)) < 0.5 for m in means)
+    again = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=3, batch_size=128, max_iter=5)
+    assert again.km_tag == km.km_tag  # seeded
+
+
+@pytest.mark.parametrize("style", ["joblib", "joblib_compressed", "spiritlm_torch"])
+def test_import_foreign_quantizer(tmp_path, style):
+    x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
+    sk = MiniBatchKMeans(n_clusters=7, random_state=0, n_init=1, batch_size=64).fit(x)
+    path = tmp_path / ("L11_quantizer_500.pt" if style == "spiritlm_torch" else "km.bin")
+    if style == "spiritlm_torch":
+        torch.save({"cluster_centers": sk.cluster_centers_, "n_clusters": 7}, path)
+    else:
+        joblib.dump(sk, path, compress=3 if style == "joblib_compressed" else 0)
+    km = KMeansQuantizer.from_fairseq(path, "hubert_base", 11)
+    assert np.array_equal(km.centroids.numpy(), sk.cluster_centers_.astype(np.float32))
+    assert np.array_equal(km(torch.from_numpy(x)).numpy(), sk.predict(x))
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _NotKMeans:
+    def __init__(self):
+        self.cluster_centers_ = np.zeros((2, 2))
+
+
+@pytest.mark.parametrize("payload", ["evil", "other_class", "object_array", "evil_torch"])
+def test_malicious_quantizer_refused(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "km.bin"
+    if payload == "evil":
+        joblib.dump({"km": _Evil(marker)}, path)
+    elif payload == "other_class":
+        joblib.dump(_NotKMeans(), path)
+    elif payload == "object_array":
+        joblib.dump(np.array([_Evil(marker), 1], dtype=object), path)
+    else:
+        torch.save({"cluster_centers": np.zeros((2, 2)), "x": _Evil(marker)}, path)
+    with pytest.raises(UnsafePickleError, match="km.bin"):
+        load_foreign_centroids(path)
+    assert not marker.exists()
