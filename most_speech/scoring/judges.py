@@ -195,8 +195,15 @@ class CTCJudge(ASRJudge):
         inputs = self.processor(wavs, sampling_rate=TARGET_SR, return_tensors="pt", padding=True)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
-            logits = self.model(**inputs).logits
-        return self.processor.batch_decode(logits.argmax(dim=-1))
+            ids = self.model(**inputs).logits.argmax(dim=-1)
+        mask = inputs.get("attention_mask")
+        out_lengths = getattr(self.model, "_get_feat_extract_output_lengths", None)  # wav2vec2 family
+        if mask is not None and out_lengths is not None and len(wavs) > 1:
+            # frames computed from padding would decode into spurious tokens: blank them out
+            lengths = out_lengths(mask.sum(-1))
+            frames = torch.arange(ids.shape[1], device=ids.device)
+            ids = ids.masked_fill(frames[None, :] >= lengths[:, None], self.processor.tokenizer.pad_token_id)
+        return self.processor.batch_decode(ids)
 
 
 class CallableJudge(ASRJudge):

@@ -20,10 +20,12 @@ Rules, applied in this order:
    * ``%`` -> "percent"; a trailing ``s`` makes a plural (``1990s`` -> "nineteen nineties").
 
    Currency, times, fractions and Roman numerals are NOT expanded; British/American spelling is not unified.
-4. Punctuation and symbols are removed (replaced by a space), except apostrophes inside a word
+4. A few unambiguous abbreviations are spelt out: ``mr`` -> "mister", ``mrs`` -> "missus", ``dr`` -> "doctor",
+   ``vs`` -> "versus" (with or without the period); others stay as written.
+5. Punctuation and symbols are removed (replaced by a space), except apostrophes inside a word
    (``don't``, ``o'clock`` stay; quotes around a word go). Hyphenated words split (``well-known`` ->
    "well known").
-5. Whitespace collapses to single spaces, trimmed.
+6. Whitespace collapses to single spaces, trimmed.
 
 Why our own code: the brief asks for spelled-out numbers, and no number speller is among the pinned
 packages (transformers' Whisper normaliser goes the other way, words to digits).
@@ -52,7 +54,7 @@ _THOUSANDS_RE = re.compile(r"\b\d{1,3}(?:,\d{3})+\b")
 _INT_RE = re.compile(r"\d+")
 _PLURAL_RE = re.compile(r"(\d+)s\b")
 _APOSTROPHE_RE = re.compile(r"(?<![^\W_])'|'(?![^\W_])")  # an apostrophe not between two word chars
-_SPACE_RE = re.compile(r"\s+")
+_ABBREVIATIONS = {"mr": "mister", "mrs": "missus", "dr": "doctor", "vs": "versus"}
 
 
 def _below_thousand(n: int) -> list:
@@ -198,8 +200,8 @@ def normalize_text(text: str) -> str:
 
     Examples
     --------
-    >>> normalize_text("Hello, World!  It's 3 o'clock.")
-    "hello world it's three o'clock"
+    >>> normalize_text("Hello, Mr. World!  It's 3 o'clock.")
+    "hello mister world it's three o'clock"
     >>> normalize_text("In 1984 the 2nd test cost 1,250 dollars (12.5%).")
     'in nineteen eighty four the second test cost one thousand two hundred fifty dollars twelve point five percent'
     """
@@ -207,5 +209,5 @@ def normalize_text(text: str) -> str:
         raise TypeError(f"normalize_text expects str, got {type(text).__name__}")
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
     text = _spell_numbers(text)
-    text = _strip_punctuation(text)
-    return _SPACE_RE.sub(" ", text).strip()
+    words = _strip_punctuation(text).split()
+    return " ".join(_ABBREVIATIONS.get(w, w) for w in words)
