@@ -210,6 +210,10 @@ class MeanMelVocoder(UnitVocoder):
         mel = torch.exp(self.units_to_log_mel(frame_units)).T  # (n_mels, frames)
         spec = torch.relu(self._mel_pinv @ mel)  # (n_freq, frames)
         n_samples = len(frame_units) * self.hop_length
+        # Griffin-Lim's centred STFT reflects n_fft // 2 samples at each edge, so a very short unit sequence
+        # (a streaming chunk, a one-unit answer) is padded with silent frames and trimmed back below.
+        min_frames = self.cfg.n_fft // self.cfg.mel_hop + 2
+        spec = F.pad(spec, (0, max(0, min_frames - spec.shape[1])))
         wav = self._griffin_lim(spec)
         wav = F.pad(wav, (0, max(0, n_samples - wav.shape[-1])))[:n_samples]
         return wav / wav.abs().max().clamp_min(1.0)

@@ -1,0 +1,53 @@
+"""``most-transcribe`` and ``most-synthesize``: command-line front ends of the inference interfaces."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..audio.io import save_audio
+from ..decoding.generation import SamplingConfig
+
+
+def transcribe_main(argv=None) -> None:
+    """``most-transcribe EXPORT AUDIO...``: print ``path<TAB>hypothesis`` lines (or JSONL with --jsonl)."""
+    p = argparse.ArgumentParser(prog="most-transcribe", description="Transcribe audio files with a MoST export.")
+    p.add_argument("export", help="export folder (most.json, model/, tokenizer/, ...)")
+    p.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--jsonl", action="store_true", help="print one JSON object per file")
+    a = p.parse_args(argv)
+    from .interfaces import MoSTASR
+    asr = MoSTASR.from_pretrained(a.export, beam_size=a.beam_size, max_new_tokens=a.max_new_tokens)
+    for path, hyp in zip(a.audio, asr.transcribe(a.audio)):
+        print(json.dumps({"audio": path, "text": hyp}) if a.jsonl else f"{path}\t{hyp}")
+
+
+def synthesize_main(argv=None) -> None:
+    """``most-synthesize EXPORT "text" -o out.wav`` (or ``--texts file`` with one sentence per line)."""
+    p = argparse.ArgumentParser(prog="most-synthesize", description="Synthesize speech with a MoST export.")
+    p.add_argument("export")
+    p.add_argument("text", nargs="?", help="the sentence to speak")
+    p.add_argument("-o", "--out", default="out.wav", help="output wav (or folder with --texts)")
+    p.add_argument("--texts", help="a file with one sentence per line; writes OUT/0000.wav, ...")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    a = p.parse_args(argv)
+    if (a.text is None) == (a.texts is None):
+        p.error("give either a text or --texts FILE")
+    from .interfaces import MoSTTTS
+    tts = MoSTTTS.from_pretrained(a.export, sampling=SamplingConfig(a.temperature, a.top_k, a.top_p, a.seed))
+    if a.text is not None:
+        save_audio(a.out, tts.synthesize(a.text), tts.sample_rate)
+        print(a.out)
+        return
+    texts = [t.strip() for t in Path(a.texts).read_text().splitlines() if t.strip()]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, wav in enumerate(tts.synthesize(texts)):
+        save_audio(out / f"{i:04d}.wav", wav, tts.sample_rate)
+    print(f"wrote {len(texts)} files to {out}", file=sys.stderr)

@@ -1,0 +1,82 @@
+"""Inference interfaces and CLIs on a tiny export folder (fbank / MFCC front ends, mean-mel vocoder)."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from most_speech.audio.kmeans import KMeansQuantizer
+from most_speech.inference.cli import synthesize_main, transcribe_main
+from most_speech.inference.export import ExportInfo, export_model
+from most_speech.inference.interfaces import MoSTASR, MoSTChat, MoSTTTS
+from most_speech.models import MoSTConfig, MoSTForCausalLM
+from most_speech.text.tokenizer import MoSTTokenizer, train_sentencepiece
+from most_speech.vocoder import MeanMelConfig, MeanMelVocoder
+
+NUM_UNITS = 16
+
+
+def tiny_export(tmp_path, speech_input="continuous"):
+    sp = train_sentencepiece(["the cat sat on the mat", "hello there my friend"] * 10, tmp_path / "sp",
+                             vocab_size=40)
+    tok = MoSTTokenizer.from_sentencepiece(sp, num_units=NUM_UNITS)
+    lay = tok.layout
+    feat_dim = 80 if speech_input == "continuous" else None
+    torch.manual_seed(0)
+    model = MoSTForCausalLM(MoSTConfig.tiny(vocab_size=lay.vocab_size, token_layout=lay.to_dict(),
+                                            bos_token_id=lay.bos_id, eos_token_id=lay.eos_id,
+                                            pad_token_id=lay.pad_id, audio_feature_dim=feat_dim))
+    kmeans = None
+    encoder = {"kind": "fbank"} if speech_input == "continuous" else {"kind": "mfcc"}
+    if speech_input == "units":
+        kmeans = KMeansQuantizer(torch.randn(NUM_UNITS, 13), encoder="mfcc", layer=None)
+    km_tag = kmeans.km_tag if kmeans is not None else "mfcc-km16-test"
+    vocoder = MeanMelVocoder(MeanMelConfig(km_tag=km_tag, num_units=NUM_UNITS))
+    info = ExportInfo(speech_input=speech_input, km_tag=km_tag, encoder=encoder)
+    return export_model(tmp_path / "export", model, tok, info=info, vocoder=vocoder, kmeans=kmeans)
+
+
+def write_wav(path, seconds=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype("float32"),
+             16000)
+    return str(path)
+
+
+@pytest.mark.parametrize("speech_input", ["continuous", "units"])
+def test_asr_interface_transcribes_files_and_waveforms(tmp_path, speech_input):
+    export = tiny_export(tmp_path, speech_input)
+    asr = MoSTASR.from_pretrained(export, max_new_tokens=4)
+    a, b = write_wav(tmp_path / "a.wav"), write_wav(tmp_path / "b.wav", 0.5, 1)
+    hyps = asr.transcribe([a, b])
+    assert len(hyps) == 2 and all(isinstance(h, str) for h in hyps)
+    assert asr.transcribe(a) == hyps[0]
+
+
+def test_tts_and_chat_interfaces(tmp_path):
+    export = tiny_export(tmp_path)
+    tts = MoSTTTS.from_pretrained(export)
+    wav = tts.synthesize("hello there")
+    assert wav.ndim == 1 and wav.numel() > 0 and tts.sample_rate == 16000
+    chat = MoSTChat.from_pretrained(export, max_new_tokens=3)
+    assert isinstance(chat.chat("hello there"), str)
+    spoken = chat.chat(write_wav(tmp_path / "q.wav"), speak=True)
+    assert spoken.ndim == 1
+
+
+def test_clis(tmp_path, capsys):
+    export = tiny_export(tmp_path)
+    wav = write_wav(tmp_path / "a.wav")
+    transcribe_main([str(export), wav, "--jsonl", "--max-new-tokens", "3"])
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["audio"] == wav and isinstance(line["text"], str)
+    synthesize_main([str(export), "the cat", "-o", str(tmp_path / "out.wav"), "--seed", "1"])
+    data, sr = sf.read(tmp_path / "out.wav")
+    assert sr == 16000 and len(data) > 0
+
+
+def test_missing_export_manifest_is_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a most_speech export"):
+        MoSTASR.from_pretrained(tmp_path)
