@@ -297,7 +297,7 @@ def to_data_root_path(path: PathLike, data_root: PathLike, where: str = "") -> s
     return f"{DATA_ROOT}/{rel.as_posix()}"
 
 
-def attach_units(entries: Iterable[dict], units_by_id: Mapping[str, Sequence[int]], km_tag: str,
+def attach_units(entries: Iterable[dict], units_by_id: Mapping[str, Sequence[int]], km_tag: Optional[str] = None,
                  missing: str = "error") -> List[dict]:
     """Copy units from a store keyed by id into the entries (never by line order).
 
@@ -306,9 +306,10 @@ def attach_units(entries: Iterable[dict], units_by_id: Mapping[str, Sequence[int
     entries : iterable of dict
         Manifest entries.
     units_by_id : mapping
-        Utterance id -> sequence of unit integers (for instance the audio unit store).
-    km_tag : str
-        Tag of the k-means model that produced the units; stored as ``km_tag`` on each entry.
+        Utterance id -> sequence of unit integers (for instance ``most_speech.audio.store.UnitReader``).
+    km_tag : str, optional
+        Tag of the k-means model that produced the units, stored as ``km_tag`` on each entry; defaults to
+        the store's ``km_tag`` attribute. An entry already tagged with another ``km_tag`` is an error.
     missing : {"error", "drop"}
         What to do with entries whose id has no units.
 
@@ -319,8 +320,14 @@ def attach_units(entries: Iterable[dict], units_by_id: Mapping[str, Sequence[int
     """
     if missing not in ("error", "drop"):
         raise ValueError(f"missing must be 'error' or 'drop', got {missing!r}")
+    km_tag = km_tag or getattr(units_by_id, "km_tag", None)
+    if not km_tag:
+        raise ValueError("attach_units: no km_tag given and the unit store has none")
     out, dropped = [], 0
     for entry in entries:
+        if entry.get("km_tag", km_tag) != km_tag:
+            raise ManifestError(f"id {entry['id']!r}: entry has km_tag {entry['km_tag']!r}, the units come from "
+                                f"{km_tag!r}")
         if entry["id"] not in units_by_id:
             if missing == "error":
                 raise ManifestError(f"id {entry['id']!r}: no units in the store for km_tag {km_tag!r}")

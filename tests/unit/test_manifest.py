@@ -110,6 +110,19 @@ def test_attach_units_by_id_not_order():
     with pytest.raises(ManifestError, match="'lh-x/y_1': no units"):
         attach_units(UTTS[:2], store, "km")
     assert len(attach_units(UTTS[:2], store, "km", missing="drop")) == 1
+    with pytest.raises(ManifestError, match="'ls-1-2-0': entry has km_tag 'old'"):
+        attach_units([{**UTTS[0], "km_tag": "old"}], store, "new")
+
+
+class _TaggedStore(dict):
+    km_tag = "mhubert25_l11_km500"
+
+
+def test_attach_units_takes_the_stores_km_tag():
+    out = attach_units([UTTS[3]], _TaggedStore({"txt-0": (4, 5)}))
+    assert out[0]["units"] == [4, 5] and out[0]["km_tag"] == "mhubert25_l11_km500"
+    with pytest.raises(ValueError, match="no km_tag"):
+        attach_units([UTTS[3]], {"txt-0": [1]})
 
 
 def test_merge_refuses_duplicate_ids_across_corpora():
