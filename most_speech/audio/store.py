@@ -168,7 +168,7 @@ class FeatureReader(Mapping):
     def __getitem__(self, utt_id: str) -> np.ndarray:
         if utt_id not in self._index:
             raise MissingUtterance(f"utterance {utt_id!r} is not in feature store {self.path}")
-        return np.asarray(kaldiio.load_mat(self._index[utt_id]), dtype=np.float32)
+        return np.array(kaldiio.load_mat(self._index[utt_id]), dtype=np.float32)  # writable copy
 
     def __iter__(self):
         return iter(sorted(self._index))
@@ -324,6 +324,7 @@ def _write_km_tag(path: Path, km_tag: str) -> None:
 def write_meta(store_dir: str | os.PathLike, meta: dict) -> None:
     """Write (atomically) the store's ``meta.json``; an existing one must agree."""
     path = Path(store_dir) / "meta.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
         old = json.loads(path.read_text())
         if old != meta:
