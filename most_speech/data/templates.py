@@ -24,8 +24,9 @@ immediately followed by the end marker, ``... bow, eow ...``, and the example re
 :class:`AudioSpan` ``(position, key, num_frames)`` where ``position`` is the index of ``bow``. The model
 encodes the audio named by ``key`` (the utterance id, or the entry's ``feature_key``) and inserts its
 ``num_frames`` projected frames *between* ``input_ids[position]`` (bow) and ``input_ids[position + 1]`` (eow),
-giving the inserted frames label ``-100``. ``num_frames`` is ``None`` when the template does not know it
-(the entry has no ``num_frames`` field); batching then counts only the ids.
+giving the inserted frames label ``-100``. ``num_frames`` is the entry's ``num_frames`` field, else an estimate
+``floor(duration * frame_rate)`` when :attr:`TemplateConfig.frame_rate` is set (for batching budgets; the model
+uses the encoder's real frame count), else ``None`` (batching then counts only the ids).
 """
 from __future__ import annotations
 
@@ -150,6 +151,9 @@ class TemplateConfig:
         How input speech is represented.
     dedup_target_units, dedup_input_units : bool
         Run-length deduplicate units in targets (default yes) / in the input (default no).
+    frame_rate : float, optional
+        Encoder frames per second (25 for mHuBERT-25Hz, 50 for HuBERT-base), used to estimate
+        ``AudioSpan.num_frames`` from ``duration`` when the entry has no ``num_frames``.
     system_suffix, user_prefix, assistant_prefix : str
         Dialogue rendering of ``text_instruction``: ``system + system_suffix``, ``user_prefix + user``,
         ``assistant_prefix`` then the labelled assistant text and EOS.
@@ -161,6 +165,7 @@ class TemplateConfig:
     speech_input: str = "continuous"
     dedup_target_units: bool = True
     dedup_input_units: bool = False
+    frame_rate: Optional[float] = None
     system_suffix: str = "\n\n"
     user_prefix: str = "User: "
     assistant_prefix: str = "\n\nAssistant: "
@@ -229,6 +234,8 @@ class TaskTemplates:
         if self.config.speech_input == "units":
             return self._units(entry, units_key, self.config.dedup_input_units), []
         frames = entry.get("num_frames")
+        if frames is None and self.config.frame_rate and entry.get("duration") is not None:
+            frames = max(1, int(float(entry["duration"]) * self.config.frame_rate))
         span = AudioSpan(len(prefix), str(entry.get("feature_key", entry["id"])),
                          None if frames is None else int(frames))
         return [self.layout.bow_id, self.layout.eow_id], [span]

@@ -46,6 +46,9 @@ def test_asr_units_input_and_feature_key(tok):
     assert ex.input_ids[start:start + 5] == [lay.boa_id, *tok.units_to_ids([1, 1, 2]), lay.eoa_id]
     cont = TaskTemplates(tok).build("asr", {"id": "u3", "text": "hello", "feature_key": "f/3"})
     assert cont.audio_spans[0].key == "f/3" and cont.audio_spans[0].num_frames is None
+    est = TaskTemplates(tok, TemplateConfig(frame_rate=25)).build("asr", {"id": "u4", "text": "hello",
+                                                                          "duration": 2.13})
+    assert est.audio_spans[0].num_frames == 53 and est.total_length == len(est.input_ids) + 53
 
 
 def test_tts_dedups_target_units_and_labels(tok):
