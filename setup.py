@@ -34,6 +34,8 @@ setup(
             "most-make-mini-corpus=most_speech.data.mini_corpus:main",
             "most-train-vocoder=most_speech.vocoder.train:main",
             "most-score=most_speech.scoring.cli:main",
+            "most-decode=most_speech.decoding.cli:main",
+            "most-export=most_speech.inference.cli:export_main",
             "most-transcribe=most_speech.inference.cli:transcribe_main",
             "most-synthesize=most_speech.inference.cli:synthesize_main",
         ]

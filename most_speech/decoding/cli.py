@@ -1,0 +1,181 @@
+"""``most-decode``: the recipes' decoding stage on an export folder.
+
+Subcommands::
+
+    most-decode asr  EXPORT --manifest test.jsonl --out exp/decode/asr_test/hyp.jsonl [--beam-size 4]
+    most-decode tts  EXPORT --manifest test.jsonl --out-dir exp/decode/tts_test [--temperature 0.8]
+    most-decode slm-pairs EXPORT --pairs pairs.csv --out pairs.jsonl      (audio pairs -> unit-token pairs)
+    most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
+
+Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--data-root``), ``start`` /
+``duration`` for segments, ``text`` for TTS. Outputs are written atomically; ``tts`` writes one wav per id,
+``units.jsonl`` and ``synth.jsonl`` (``id``, ``audio``, ``text``: ready for ``most-score intelligibility``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import List
+
+import torch
+from tqdm import tqdm
+
+from ..audio.io import load_audio, save_audio
+from ..data.fileio import atomic_write_text
+from ..data.manifest import iter_manifest
+from .generation import SamplingConfig, chunks
+
+log = logging.getLogger("most_speech.decoding")
+
+
+def _write_jsonl(rows: List[dict], path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _entries(args) -> List[dict]:
+    rows = list(iter_manifest(args.manifest))
+    if args.limit:
+        rows = rows[:args.limit]
+    root = args.data_root
+    for row in rows:
+        if root is not None and "audio" in row:
+            row["audio"] = row["audio"].replace("{data_root}", root)
+    return rows
+
+
+def _with_wavs(loaded, rows: List[dict]) -> List[dict]:
+    """Load each row's audio (segment-aware) and add units when the model takes unit input."""
+    wavs = [load_audio(r["audio"], start=float(r.get("start", 0.0)), duration=r.get("duration")) for r in rows]
+    entries = loaded.entries(wavs)
+    for row, entry in zip(rows, entries):
+        entry.update({k: v for k, v in row.items() if k not in entry})
+        entry["id"] = row["id"]
+    return entries
+
+
+def _cmd_asr(args, loaded):
+    from .asr import ASRDecoder
+    dec = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, beam_size=args.beam_size,
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    out = []
+    for part in tqdm(chunks(_entries(args), args.batch_size), desc="asr", unit="batch"):
+        entries = _with_wavs(loaded, part)
+        out += [{"id": e["id"], "text": h} for e, h in zip(entries, dec.decode_batch(entries))]
+    _write_jsonl(out, args.out)
+    print(f"wrote {len(out)} hypotheses to {args.out}")
+
+
+def _cmd_tts(args, loaded):
+    from .tts import TTSDecoder
+    if loaded.vocoder is None:
+        raise SystemExit(f"{args.export}: the export has no vocoder")
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
+    dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag, sampling=sampling,
+                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size)
+    out_dir = Path(args.out_dir)
+    (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    units_rows, synth_rows = [], []
+    for part in tqdm(chunks(_entries(args), args.batch_size), desc="tts", unit="batch"):
+        units = dec.generate_units([r["text"] for r in part])
+        wavs = loaded.vocoder.synthesize([u or [0] for u in units], km_tag=loaded.info.km_tag)
+        for row, u, wav in zip(part, units, wavs):
+            path = out_dir / "wav" / f"{row['id'].replace('/', '_')}.wav"
+            save_audio(path, wav if u else wav[:0], loaded.vocoder.sample_rate)
+            units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag})
+            synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"],
+                               **({"ref_audio": row["audio"]} if "audio" in row else {})})
+    _write_jsonl(units_rows, out_dir / "units.jsonl")
+    _write_jsonl(synth_rows, out_dir / "synth.jsonl")
+    print(f"wrote {len(synth_rows)} utterances to {out_dir}")
+
+
+def _cmd_slm_pairs(args, loaded):
+    from ..scoring.slm import write_pairs
+    from ..scoring.slm_data import encode_audio_pairs
+    if loaded.kmeans is None:
+        raise SystemExit(f"{args.export}: spoken-LM pairs need the export's k-means (kmeans.safetensors)")
+    tok, lay = loaded.tokenizer, loaded.tokenizer.layout
+    from ..audio.kmeans import dedup
+
+    def encode(path):
+        feats = loaded.features([{"wav": load_audio(path)}])[0]
+        units, _ = dedup(loaded.kmeans(feats))
+        return [lay.boa_id] + tok.units_to_ids(units.tolist()) + [lay.eoa_id]
+
+    pairs = encode_audio_pairs(args.pairs, encode)
+    write_pairs(args.out, pairs)
+    print(f"wrote {len(pairs)} unit-token pairs to {args.out}")
+
+
+def _cmd_qa(args, loaded):
+    from .spoken_qa import SpokenQADecoder
+    qa = SpokenQADecoder(loaded.model, loaded.templates, features=loaded.features, vocoder=loaded.vocoder,
+                         km_tag=loaded.info.km_tag, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    out = []
+    for part in tqdm(chunks(_entries(args), args.batch_size), desc="qa", unit="batch"):
+        entries = _with_wavs(loaded, part)
+        if args.speak:
+            out_dir = Path(args.out_dir or Path(args.out).parent / "answers")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for qid, wav in qa.answer_speech(entries).items():
+                path = out_dir / f"{qid.replace('/', '_')}.wav"
+                save_audio(path, wav, loaded.vocoder.sample_rate)
+                out.append({"id": qid, "audio": str(path.resolve())})
+        else:
+            out += [{"id": k, "text": v} for k, v in qa.answer_text(entries).items()]
+    _write_jsonl(out, args.out)
+    print(f"wrote {len(out)} answers to {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="most-decode", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def common(sp, manifest=True):
+        sp.add_argument("export", help="export folder (most.json, model/, tokenizer/, ...)")
+        if manifest:
+            sp.add_argument("--manifest", required=True)
+            sp.add_argument("--data-root")
+            sp.add_argument("--limit", type=int, default=0, help="decode only the first N entries")
+        sp.add_argument("--batch-size", type=int, default=8)
+        sp.add_argument("--device", default="cpu")
+
+    asr = sub.add_parser("asr", help="speech -> text")
+    common(asr)
+    asr.add_argument("--out", required=True)
+    asr.add_argument("--beam-size", type=int, default=1)
+    asr.add_argument("--max-new-tokens", type=int, default=200)
+    tts = sub.add_parser("tts", help="text -> units -> waveform")
+    common(tts)
+    tts.add_argument("--out-dir", required=True)
+    tts.add_argument("--temperature", type=float, default=0.8)
+    tts.add_argument("--top-k", type=int, default=50)
+    tts.add_argument("--top-p", type=float, default=0.95)
+    tts.add_argument("--seed", type=int, default=0)
+    pairs = sub.add_parser("slm-pairs", help="audio likelihood pairs -> unit-token pairs")
+    common(pairs, manifest=False)
+    pairs.add_argument("--pairs", required=True, help="pairs.csv from most-score build-*")
+    pairs.add_argument("--out", required=True)
+    qa = sub.add_parser("qa", help="spoken questions -> text (or spoken, --speak) answers")
+    common(qa)
+    qa.add_argument("--out", required=True)
+    qa.add_argument("--speak", action="store_true")
+    qa.add_argument("--out-dir")
+    qa.add_argument("--max-new-tokens", type=int, default=64)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..inference.interfaces import _Loaded
+    torch.set_grad_enabled(False)
+    loaded = _Loaded(args.export, args.device)
+    {"asr": _cmd_asr, "tts": _cmd_tts, "slm-pairs": _cmd_slm_pairs, "qa": _cmd_qa}[args.cmd](args, loaded)
+
+
+if __name__ == "__main__":
+    main()
