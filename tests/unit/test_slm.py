@@ -1,0 +1,208 @@
+"""Spoken-LM likelihood pairs: log-probabilities, accuracy with Wilson CI, pair-set builders, CLI."""
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import soundfile as sf
+import torch
+
+from most_speech.scoring.cli import main
+from most_speech.scoring.slm import (LikelihoodPair, evaluate_pairs, make_score_fn, read_pairs, sequence_logprob,
+                                     wilson_interval, write_pairs)
+from most_speech.scoring.slm_data import (build_audio_pairs, encode_audio_pairs, load_blimp, load_stories,
+                                          load_wordlist, make_pseudoword, make_wuggy_pairs, read_audio_pairs,
+                                          real_word_lexicon)
+
+SHARED = Path(os.environ.get("MOST_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+BLIMP = SHARED / "blimp_subset" / "blimp_first100.jsonl"
+
+
+class FixedLM(torch.nn.Module):
+    """Next-token distribution independent of context: softmax(bias); bias[i] set per test."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.as_tensor(bias, dtype=torch.float))
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=self.bias.expand(*input_ids.shape, -1))
+
+
+def _tiny_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=12, n_layer=1, n_head=2, n_embd=16, n_positions=32, bos_token_id=0,
+                     eos_token_id=0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def test_logprob_of_uniform_lm_by_hand():
+    lm = FixedLM([0.0] * 4)  # uniform over 4 tokens: every scored token costs log 4
+    ids = torch.tensor([[1, 2, 3, 0, 1], [2, 2, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    total = sequence_logprob(lm, ids, mask, prompt_lengths=[2, 0])
+    # row 0: tokens at positions 2, 3, 4 scored (prompt 2) -> 3 tokens; row 1: position 1 only
+    assert total.tolist() == pytest.approx([-3 * math.log(4), -math.log(4)])
+    mean = sequence_logprob(lm, ids, mask, prompt_lengths=[2, 0], normalize=True)
+    assert mean.tolist() == pytest.approx([-math.log(4), -math.log(4)])
+
+
+def test_logprob_matches_token_by_token_sum_and_ignores_padding():
+    lm = _tiny_gpt2()
+    seqs, prompts = [[1, 5, 7, 2, 9], [3, 4], [8, 8, 8, 1]], [0, 1, 2]
+    expected = []
+    for s, p in zip(seqs, prompts):
+        with torch.no_grad():
+            logp = torch.log_softmax(lm(torch.tensor([s])).logits[0], -1)
+        expected.append(sum(logp[t - 1, s[t]].item() for t in range(max(1, p), len(s))))
+    fn = make_score_fn(lm, batch_size=2, pad_id=11)
+    assert fn(seqs, prompt_lengths=prompts) == pytest.approx(expected, abs=1e-4)
+    norm = make_score_fn(lm, batch_size=3, normalize=True)(seqs, prompt_lengths=prompts)
+    counts = [4, 1, 2]
+    assert norm == pytest.approx([e / c for e, c in zip(expected, counts)], abs=1e-4)
+
+
+def test_bos_makes_first_token_scored():
+    lm = FixedLM([math.log(0.5), math.log(0.25), math.log(0.25)])
+    # with BOS 0 prepended: p(2) * p(1) = 0.25 * 0.25
+    assert make_score_fn(lm, bos_id=0)([[2, 1]]) == pytest.approx([2 * math.log(0.25)])
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        make_score_fn(lm)([[2]])
+
+
+def test_pair_accuracy_ties_types_and_groups():
+    pairs = [
+        LikelihoodPair("w1", [1, 1], [1, 2], "lexical"),                # good wins
+        LikelihoodPair("w2", [2, 2], [1, 1], "lexical"),                # bad wins
+        LikelihoodPair("s1", [1, 2], [2, 1], "syntactic", group="g"),    # tie -> 1/2
+        LikelihoodPair("s2", [1], [3], "syntactic", group="g"),          # good wins
+    ]
+    res = evaluate_pairs(pairs, lambda seqs: [-float(sum(s)) for s in seqs])
+    assert res.score == 2.5 and res.accuracy == pytest.approx(2.5 / 4)
+    assert res.per_type["lexical"]["accuracy"] == 50.0 and res.per_type["syntactic"]["accuracy"] == 75.0
+    assert res.per_group == {"g": {"n": 2, "accuracy": 75.0, "ci95": res.per_group["g"]["ci95"]}}
+    assert res.pair_scores["w2"] == (-4.0, -2.0)
+    assert res.ci == pytest.approx(wilson_interval(2.5, 4))
+
+
+def test_story_pairs_pass_prompt_lengths():
+    seen = {}
+
+    def score_fn(seqs, prompt_lengths=None):
+        seen["prompts"] = prompt_lengths
+        return [float(s[-1]) for s in seqs]
+
+    pairs = [LikelihoodPair("st", [9], [1], "story", prompt=[4, 4, 4])]
+    assert evaluate_pairs(pairs, score_fn).accuracy == 1.0
+    assert seen["prompts"] == [3, 3]
+
+
+def test_score_fn_output_count_checked():
+    with pytest.raises(RuntimeError, match="returned 1 scores for 2"):
+        evaluate_pairs([LikelihoodPair("a", [1], [2])], lambda seqs: [0.0])
+    with pytest.raises(ValueError, match="no likelihood pairs"):
+        evaluate_pairs([], lambda seqs: [])
+
+
+def test_wilson_interval():
+    from scipy.stats import binomtest
+
+    lo, hi = wilson_interval(8, 10)
+    # by hand: p=0.8, z^2=3.8415, centre=(0.8+0.19207)/1.38415=0.71674, half=1.95996*sqrt(0.016+0.0096)/1.38415
+    assert (lo, hi) == pytest.approx((0.71674 - 0.22654, 0.71674 + 0.22654), abs=1e-4)
+    for k, n in [(0, 5), (3, 7), (50, 50), (412, 1000)]:
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-6)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+    with pytest.raises(ValueError):
+        wilson_interval(6, 5)
+
+
+def test_pairs_jsonl_roundtrip_and_errors(tmp_path):
+    pairs = [LikelihoodPair("a", [1, 2], [2, 1], "syntactic", "g"), LikelihoodPair("b", [3], [4], prompt=[5])]
+    back = read_pairs(write_pairs(tmp_path / "p.jsonl", pairs))
+    assert back == pairs
+    (tmp_path / "bad.jsonl").write_text('{"id": "x", "good": [1]}\n')
+    with pytest.raises(ValueError, match=r"id 'x'.*\['bad'\]"):
+        read_pairs(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text('{"id": "x", "good": [], "bad": [1]}\n')
+    with pytest.raises(ValueError, match="'x' has an empty"):
+        read_pairs(tmp_path / "empty.jsonl")
+
+
+def test_pseudoword_rule():
+    lexicon = real_word_lexicon()
+    words = load_wordlist()
+    assert len(words) >= 150 and len(set(words)) == len(words)
+    for w in words[:60]:
+        pw = make_pseudoword(w, lexicon)
+        if pw is None:
+            continue
+        assert pw != w and pw not in lexicon and pw.isalpha()
+        assert abs(len(pw) - len(w)) <= 1  # one vowel spelling may grow or shrink by a letter
+        assert pw == make_pseudoword(w, lexicon)  # deterministic
+    by_seed = [[make_pseudoword(w, lexicon, seed=s) for w in words[:20]] for s in (1, 2)]
+    assert by_seed[0] != by_seed[1]  # the seed changes the draw
+    pairs = make_wuggy_pairs(words, lexicon=lexicon)
+    assert len(pairs) >= 0.9 * len(words) and all(p["type"] == "lexical" for p in pairs)
+
+
+def test_pseudoword_gives_up_when_everything_is_a_word():
+    lexicon = {"ab"} | {v + "b" for v in ["a", "e", "i", "o", "u", "ee", "oo", "ai", "ea", "oa"]}
+    assert make_pseudoword("ab", lexicon) is None
+
+
+@pytest.mark.skipif(not BLIMP.is_file(), reason="shared/data/blimp_subset absent")
+def test_build_sblimp_pairs_with_espeak(tmp_path):
+    text_pairs = load_blimp(BLIMP, paradigms=["adjunct_island", "anaphor_gender_agreement"], max_per_paradigm=1)
+    assert [p["id"] for p in text_pairs] == ["adjunct_island_0", "anaphor_gender_agreement_0"]
+    assert text_pairs[0]["good_text"] == "Who should Derek hug after shocking Richard?"
+    manifest = build_audio_pairs(text_pairs, tmp_path, progress=False)
+    rows = read_audio_pairs(manifest)
+    assert [r["group"] for r in rows] == ["adjunct_island", "anaphor_gender_agreement"]
+    with open(manifest, newline="") as f:
+        assert next(csv.reader(f)) == ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text"]
+    for r in rows:
+        for key in ("good_path", "bad_path"):
+            info = sf.info(r[key])
+            assert info.samplerate == 16000 and info.channels == 1 and info.duration > 1.0
+    # the encoder is pluggable: here "units" = one id per 0.1 s of audio
+    pairs = encode_audio_pairs(manifest, lambda p: [1] * int(sf.info(p).duration * 10), progress=False)
+    assert pairs[0].type == "syntactic" and len(pairs[0].good) >= 10
+    mtime = Path(rows[0]["good_path"]).stat().st_mtime_ns
+    build_audio_pairs(text_pairs, tmp_path, progress=False)  # rerun keeps finished audio
+    assert Path(rows[0]["good_path"]).stat().st_mtime_ns == mtime
+    with pytest.raises(ValueError, match="paradigm.*nope"):
+        load_blimp(BLIMP, paradigms=["nope"])
+
+
+def test_stories(tmp_path):
+    (tmp_path / "s.jsonl").write_text(json.dumps({"id": "s1", "context": "Ann was thirsty.",
+                                                  "good_ending": "She drank water.",
+                                                  "bad_ending": "She sold her car."}) + "\n")
+    story = load_stories(tmp_path / "s.jsonl")[0]
+    assert story["type"] == "story" and story["bad_text"] == "Ann was thirsty. She sold her car."
+    (tmp_path / "bad.jsonl").write_text('{"id": "s2", "context": "x"}\n')
+    with pytest.raises(ValueError, match="s2"):
+        load_stories(tmp_path / "bad.jsonl")
+
+
+def test_cli_slm_and_build_swuggy(tmp_path, capsys):
+    lm = _tiny_gpt2()
+    lm.save_pretrained(tmp_path / "lm")
+    pairs = [LikelihoodPair(f"p{i}", [1, 2, 3 + i], [3 + i, 2, 1], "syntactic") for i in range(4)]
+    write_pairs(tmp_path / "pairs.jsonl", pairs)
+    assert main(["slm", "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tmp_path / "lm"),
+                 "--out", str(tmp_path / "o"), "--bos-id", "0"]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    expected = evaluate_pairs(pairs, make_score_fn(lm, bos_id=0)).summary()
+    assert summary["accuracy"] == expected["accuracy"] and summary["n_pairs"] == 4
+    (tmp_path / "words.txt").write_text("# test\ngarden\nwindow\n")
+    assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--out", str(tmp_path / "w")]) == 0
+    rows = read_audio_pairs(tmp_path / "w" / "pairs.csv")
+    assert [r["good_text"] for r in rows] == ["garden", "window"] and all(Path(r["bad_path"]).is_file() for r in rows)
