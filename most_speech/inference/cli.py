@@ -51,3 +51,43 @@ def synthesize_main(argv=None) -> None:
     for i, wav in enumerate(tts.synthesize(texts)):
         save_audio(out / f"{i:04d}.wav", wav, tts.sample_rate)
     print(f"wrote {len(texts)} files to {out}", file=sys.stderr)
+
+
+def export_main(argv=None) -> None:
+    """``most-export MODEL_DIR OUT``: bundle a trained model (``<exp>/model``) with its front end and vocoder."""
+    p = argparse.ArgumentParser(prog="most-export", description="Make an inference export folder.")
+    p.add_argument("model_dir", help="trained model folder (save_pretrained + tokenizer), e.g. exp/stage1/model")
+    p.add_argument("out", help="export folder to create")
+    p.add_argument("--tokenizer-dir", help="default: MODEL_DIR")
+    p.add_argument("--speech-input", choices=["continuous", "units"], default="continuous")
+    p.add_argument("--encoder", default="fbank", help="front end kind: hubert, fbank or mfcc")
+    p.add_argument("--encoder-dir", help="HuBERT model directory (copied into the export)")
+    p.add_argument("--encoder-layer", type=int)
+    p.add_argument("--kmeans", help="k-means centroids (kmeans.safetensors) for unit input and spoken-LM pairs")
+    p.add_argument("--vocoder", help="saved vocoder folder")
+    p.add_argument("--unit-rate", type=float, default=50.0)
+    p.add_argument("--template", default="{}", help="TemplateConfig fields as JSON (prompts, dedup, ...)")
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    from transformers import AutoModelForCausalLM
+
+    from ..audio.kmeans import KMeansQuantizer
+    from ..text.tokenizer import MoSTTokenizer
+    from ..vocoder import load_vocoder
+    from .export import ExportInfo, export_model
+
+    model = AutoModelForCausalLM.from_pretrained(a.model_dir)
+    tokenizer = MoSTTokenizer.from_pretrained(a.tokenizer_dir or a.model_dir)
+    kmeans = KMeansQuantizer.load(a.kmeans, device="cpu") if a.kmeans else None
+    vocoder = load_vocoder(a.vocoder) if a.vocoder else None
+    tags = {t for t in (kmeans and kmeans.km_tag, vocoder and vocoder.km_tag) if t}
+    if len(tags) > 1:
+        p.error(f"the k-means ({kmeans.km_tag}) and the vocoder ({vocoder.km_tag}) disagree on km_tag")
+    encoder = {"kind": a.encoder}
+    if a.encoder_layer is not None:
+        encoder["layer"] = a.encoder_layer
+    info = ExportInfo(speech_input=a.speech_input, km_tag=tags.pop() if tags else None, unit_rate=a.unit_rate,
+                      encoder=encoder, template=json.loads(a.template))
+    out = export_model(a.out, model, tokenizer, info=info, vocoder=vocoder, encoder_dir=a.encoder_dir,
+                       kmeans=kmeans, overwrite=a.overwrite)
+    print(f"wrote {out}")

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from most_speech.audio.kmeans import KMeansQuantizer
-from most_speech.inference.cli import synthesize_main, transcribe_main
+from most_speech.inference.cli import export_main, synthesize_main, transcribe_main
 from most_speech.inference.export import ExportInfo, export_model
 from most_speech.inference.interfaces import MoSTASR, MoSTChat, MoSTTTS
 from most_speech.models import MoSTConfig, MoSTForCausalLM
@@ -80,3 +80,18 @@ def test_clis(tmp_path, capsys):
 def test_missing_export_manifest_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a most_speech export"):
         MoSTASR.from_pretrained(tmp_path)
+
+
+def test_export_cli_bundles_a_trained_model(tmp_path):
+    export = tiny_export(tmp_path, "units")
+    trained = tmp_path / "exp_model"
+    MoSTForCausalLM.from_pretrained(export / "model").save_pretrained(trained)
+    MoSTTokenizer.from_pretrained(export / "tokenizer").save(trained)
+    export_main([str(trained), str(tmp_path / "bundle"), "--speech-input", "units", "--encoder", "mfcc",
+                 "--kmeans", str(export / "kmeans.safetensors"), "--vocoder", str(export / "vocoder")])
+    asr = MoSTASR.from_pretrained(tmp_path / "bundle", max_new_tokens=2)
+    assert isinstance(asr.transcribe(write_wav(tmp_path / "a.wav")), str)
+    other = MeanMelVocoder(MeanMelConfig(km_tag="another-tag", num_units=NUM_UNITS)).save(tmp_path / "voc2")
+    with pytest.raises(SystemExit):
+        export_main([str(trained), str(tmp_path / "bundle2"), "--kmeans", str(export / "kmeans.safetensors"),
+                     "--vocoder", str(other)])
