@@ -126,3 +126,15 @@ def test_malicious_quantizer_refused(tmp_path, payload):
     with pytest.raises(UnsafePickleError, match="km.bin"):
         load_foreign_centroids(path)
     assert not marker.exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_apply_on_gpu_matches_cpu(tmp_path):
+    c = torch.randn(500, 64)
+    KMeansQuantizer(c, "toy", 1).save(tmp_path / "km.safetensors")
+    km_gpu = KMeansQuantizer.load(tmp_path / "km.safetensors")  # "auto" picks CUDA
+    assert km_gpu.centroids.is_cuda
+    x = torch.randn(5000, 64)
+    cpu = KMeansQuantizer(c, "toy", 1)(x)
+    assert (km_gpu(x).cpu() == cpu).float().mean().item() > 0.999
