@@ -8,14 +8,20 @@ Both share :class:`UnitVocoder`'s interface (``synthesize``, ``save``, km_tag ch
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from most_speech.vocoder.base import UnitVocoder, read_config
 from most_speech.vocoder.hifigan import UnitHifiganConfig, UnitHifiganVocoder
 from most_speech.vocoder.mean_mel import MeanMelConfig, MeanMelVocoder
 from most_speech.vocoder.units import KmTagMismatchError, check_km_tag
 
+HPARAMS_DIR = Path(__file__).parent / "hparams"
+"""Packaged hparams files (``unit_hifigan_50hz.yaml``, ``unit_hifigan_25hz.yaml``, ...)."""
+
 VOCODER_TYPES = {cls.vocoder_type: cls for cls in (UnitHifiganVocoder, MeanMelVocoder)}
 
 __all__ = [
+    "HPARAMS_DIR",
     "KmTagMismatchError",
     "MeanMelConfig",
     "MeanMelVocoder",

@@ -13,6 +13,7 @@ Both read ``train_manifest`` (``{"id", "audio", "start"?, "duration"?}``) and
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
@@ -75,12 +76,18 @@ def main(argv=None):
     """Console entry point: ``most-train-vocoder hparams.yaml [--key=value ...]``."""
     argv = sys.argv[1:] if argv is None else list(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # SpeechBrain 1.1.2 parses --optimizer_step_limit (typed Optional[int]) as a string
+    if isinstance(getattr(run_opts, "optimizer_step_limit", None), str):
+        run_opts = dataclasses.replace(
+            run_opts, optimizer_step_limit=int(run_opts.optimizer_step_limit)
+        )
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
+        save_env_desc=hparams.get("save_env_desc", True),  # runs `pip freeze`: slow
     )
     kind = hparams.get("vocoder_type", "unit_hifigan")
     if kind == "mean_mel":
