@@ -18,7 +18,6 @@ Every score uses :func:`most_speech.scoring.normalize.normalize_text`. Transcrip
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

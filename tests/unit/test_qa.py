@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from most_speech.scoring.cli import main
-from most_speech.scoring.qa import (QAItem, answer_matches, build_spoken_questions, load_questions, score_qa,
+from most_speech.scoring.qa import (QAItem, answer_matches, load_questions, score_qa,
                                     transcribe_answers, write_qa_report)
 
 SHARED = Path(os.environ.get("MOST_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -83,3 +83,11 @@ def test_build_spoken_questions_and_cli(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["accuracy"] == 50.0
     assert "accuracy 50.00%" in capsys.readouterr().out
+
+
+def test_cli_spoken_answers_resolve_paths_and_fail_clearly(tmp_path, capsys):
+    (tmp_path / "q.json").write_text(json.dumps([{"qId": "q1", "qText": "?", "answers": ["Paris"]}]))
+    (tmp_path / "ans.jsonl").write_text('{"id": "q1", "audio": "wav/q1.wav"}\n')
+    assert main(["qa", "--questions", str(tmp_path / "q.json"), "--answer-audio", str(tmp_path / "ans.jsonl"),
+                 "--judge", "pocketsphinx", "--out", str(tmp_path / "o")]) == 2
+    assert str(tmp_path / "wav" / "q1.wav") in capsys.readouterr().err
