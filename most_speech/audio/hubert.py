@@ -16,6 +16,11 @@ layer uses GroupNorm over time, so for ``feat_extract_norm="group"`` models the 
 unpadded waveform and only the transformer is batched (with a padding mask). Recordings longer than
 ``chunk_seconds`` are encoded in windows of ``chunk_seconds`` plus ``context_seconds`` on each side, aligned to
 the frame grid, keeping each window's central frames; the frame count equals that of one pass.
+
+Checking against fairseq: ``shared/data/hubert_reference`` holds fairseq's HuBERT-base layer-9 features and km500
+units for one utterance. With real weights converted by ``most-convert-hubert hubert_base_ls960.pt DIR``, run
+``MOST_HUBERT_BASE_DIR=DIR [MOST_HUBERT_KM500=hubert_base_ls960_L9_km500.bin] pytest -m slow
+tests/unit/test_hubert_encoder.py``.
 """
 from __future__ import annotations
 

@@ -28,10 +28,14 @@ def test_apply_equals_brute_force_nearest_centroid():
     assert (units == brute).float().mean().item() == 1.0
 
 
-def test_apply_matches_sklearn_predict():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 8)).astype(np.float32)
-    sk = MiniBatchKMeans(n_clusters=20, random_state=0, n_init=1, batch_size=256).fit(x)
+@pytest.fixture(scope="module")
+def fitted():
+    x = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    return x, MiniBatchKMeans(n_clusters=20, random_state=0, n_init=1, batch_size=256, max_iter=3).fit(x)
+
+
+def test_apply_matches_sklearn_predict(fitted):
+    x, sk = fitted
     km = KMeansQuantizer(sk.cluster_centers_, "toy", 1)
     assert np.array_equal(km(torch.from_numpy(x)).numpy(), sk.predict(x))
 
@@ -77,20 +81,19 @@ def test_learn_kmeans_finds_clusters():
     x = np.concatenate([rng.normal(m, 0.3, (300, 2)) for m in means]).astype(np.float32)
     sample = sample_frames(np.array_split(x, 9), max_frames=600, total_frames=900, seed=0)
     assert 450 < sample.shape[0] <= 600
-    km = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=3, batch_size=128, max_iter=5)
+    km = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=2, batch_size=128, max_iter=3)
     found = km.centroids.numpy()
     assert all(np.min(np.linalg.norm(found - m, axis=1)) < 0.5 for m in means)
-    again = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=3, batch_size=128, max_iter=5)
+    again = learn_kmeans(sample, 3, "toy", 2, seed=0, n_init=2, batch_size=128, max_iter=3)
     assert again.km_tag == km.km_tag  # seeded
 
 
 @pytest.mark.parametrize("style", ["joblib", "joblib_compressed", "spiritlm_torch"])
-def test_import_foreign_quantizer(tmp_path, style):
-    x = np.random.default_rng(0).normal(size=(400, 6)).astype(np.float32)
-    sk = MiniBatchKMeans(n_clusters=7, random_state=0, n_init=1, batch_size=64).fit(x)
+def test_import_foreign_quantizer(tmp_path, style, fitted):
+    x, sk = fitted
     path = tmp_path / ("L11_quantizer_500.pt" if style == "spiritlm_torch" else "km.bin")
     if style == "spiritlm_torch":
-        torch.save({"cluster_centers": sk.cluster_centers_, "n_clusters": 7}, path)
+        torch.save({"cluster_centers": sk.cluster_centers_, "n_clusters": 20}, path)
     else:
         joblib.dump(sk, path, compress=3 if style == "joblib_compressed" else 0)
     km = KMeansQuantizer.from_fairseq(path, "hubert_base", 11)
