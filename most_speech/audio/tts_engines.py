@@ -136,13 +136,22 @@ def parse_voice(spec: str) -> tuple[str, str, str | None]:
     return engine, voice, variant or None
 
 
+@lru_cache(maxsize=8)
+def _resampler(sr: int):
+    # transforms.Resample builds its sinc kernel once; functional.resample rebuilds it per call,
+    # which cost more than the synthesis itself.
+    import torchaudio.transforms as T
+
+    return T.Resample(sr, SAMPLE_RATE)
+
+
 def _resample(wav: np.ndarray, sr: int) -> np.ndarray:
     if sr == SAMPLE_RATE:
         return wav.astype(np.float32)
     import torch
-    import torchaudio.functional as AF
 
-    out = AF.resample(torch.from_numpy(wav.astype(np.float32)), sr, SAMPLE_RATE)
+    with torch.inference_mode():
+        out = _resampler(sr)(torch.from_numpy(wav.astype(np.float32)))
     return out.numpy()
 
 
@@ -168,7 +177,7 @@ class LocalTTS:
     Examples
     --------
     >>> wav, sr = LocalTTS("flite", "slt", rate=160).synthesize("Hello there.")  # doctest: +SKIP
-    >>> sr
+    >>> sr  # doctest: +SKIP
     16000
     """
 
