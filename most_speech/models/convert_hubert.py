@@ -3,8 +3,8 @@
 ``most-convert-hubert SRC.pt DST_DIR`` writes ``config.json``, ``model.safetensors`` and
 ``preprocessor_config.json`` (``do_normalize`` from fairseq's ``task.normalize``). fairseq is not imported and the
 checkpoint is loaded with ``torch.load(weights_only=True)``, allowing only ``argparse.Namespace`` besides tensors
-and plain values, so no pickled code runs. Pre-training checkpoints (``HubertModel``) are supported; fine-tuned
-CTC checkpoints have their ``w2v_encoder.w2v_model.`` prefix stripped but need the pre-training config.
+and plain values, so no pickled code runs. Pre-training checkpoints (fairseq ``HubertModel``) are supported;
+fine-tuned CTC checkpoints (``w2v_encoder.*`` keys) are refused with a clear message.
 
 transformers ships its own converter, but it imports fairseq and unpickles the checkpoint unrestricted; this
 one does neither.
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_CONV_LAYERS = "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2"
 #: fairseq keys with no counterpart in ``HubertModel`` (pre-training heads).
 DROPPED_PREFIXES = ("label_embs_concat", "final_proj", "label_embs", "untie_final_proj")
-_FINETUNED_PREFIX = "w2v_encoder.w2v_model."
+_FINETUNED_PREFIX = "w2v_encoder."
 
 # Per-layer renames: fairseq suffix -> transformers suffix.
 _LAYER_RENAMES = {
@@ -118,9 +118,10 @@ def load_fairseq_checkpoint(src: str | os.PathLike) -> tuple[dict, dict, dict]:
         model_cfg = task_cfg = vars(ckpt["args"])  # old fairseq: one flat namespace
     else:
         raise ConversionError(f"{src} has neither cfg['model'] (dict) nor args (argparse.Namespace)")
-    state = {k[len(_FINETUNED_PREFIX):] if k.startswith(_FINETUNED_PREFIX) else k: v
-             for k, v in ckpt["model"].items()}
-    return dict(model_cfg), dict(task_cfg), state
+    state = ckpt["model"]
+    if any(k.startswith(_FINETUNED_PREFIX) for k in state):
+        raise ConversionError(f"{src} is a fine-tuned (CTC) HuBERT checkpoint; convert the pre-trained one")
+    return dict(model_cfg), dict(task_cfg), dict(state)
 
 
 def hubert_config_from_fairseq(model_cfg: dict) -> HubertConfig:
