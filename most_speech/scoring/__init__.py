@@ -1,6 +1,6 @@
 """Scoring and evaluation suites of most_speech.
 
-Every score uses :func:`most_speech.scoring.normalize.normalize_text` (one English normaliser).
+Every score uses :func:`most_speech.text.normalize.normalize_text` (one English normaliser).
 
 * :mod:`~most_speech.scoring.wer` - corpus WER/CER with jiwer, per-utterance S/D/I, files joined by id;
   :mod:`~most_speech.scoring.report` - ``result.txt`` alignments, ``.trn`` export, worst-utterance table
@@ -13,7 +13,7 @@ Every score uses :func:`most_speech.scoring.normalize.normalize_text` (one Engli
 
 Only the light text scorers are imported here; judges and LM scoring import torch-based code on demand.
 """
-from most_speech.scoring.normalize import normalize_text
+from most_speech.text.normalize import normalize_text
 from most_speech.scoring.wer import CorpusScore, UttScore, cer, score_files, score_texts, wer
 
 __all__ = ["normalize_text", "score_texts", "score_files", "wer", "cer", "CorpusScore", "UttScore"]

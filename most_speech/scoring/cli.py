@@ -12,7 +12,7 @@ Subcommands::
     most-score qa --questions Q --pred P --out DIR            (text answers)
     most-score qa --questions Q --answer-audio A --judge whisper --out DIR   (spoken answers)
 
-Every score uses :func:`most_speech.scoring.normalize.normalize_text`. Transcript files (``--ref``, ``--hyp``,
+Every score uses :func:`most_speech.text.normalize.normalize_text`. Transcript files (``--ref``, ``--hyp``,
 ``--pred``) are JSONL ``{"id","text"}``, Kaldi ``text`` or sclite ``.trn``; utterances are joined by id.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Questions come as a JSON array of ``{"qId", "qText", "answers": [...]}`` (WebQuestions) or JSONL with
 ``id``/``question``/``answers``. An output counts as correct when, after THE normaliser
-(:func:`~most_speech.scoring.normalize.normalize_text`) on both sides, one gold answer occurs in it as a whole
+(:func:`~most_speech.text.normalize.normalize_text`) on both sides, one gold answer occurs in it as a whole
 word sequence (``"paris"`` matches "it is paris france" but not "parisian"). Speech questions are synthesized
 locally (:func:`build_spoken_questions`) or recorded; speech answers are first transcribed by an ASR judge
 (:func:`transcribe_answers`), so speech->text and speech->speech use the same scorer.
@@ -18,7 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from most_speech.scoring.io import PathLike, atomic_write_json, atomic_write_text, read_jsonl
 from most_speech.scoring.judges import make_judge
-from most_speech.scoring.normalize import normalize_text
+from most_speech.text.normalize import normalize_text
 from most_speech.scoring.slm import wilson_interval
 from most_speech.scoring.synth import DEFAULT_VOICE, synthesize_many
 

@@ -1,6 +1,6 @@
 """Word and character error rates with jiwer, per utterance and for a corpus.
 
-Every score here normalises both sides with :func:`most_speech.scoring.normalize.normalize_text` (the one
+Every score here normalises both sides with :func:`most_speech.text.normalize.normalize_text` (the one
 normaliser of the project). Corpus error rates are ``sum(S + D + I) / sum(reference length)`` over all
 utterances, never a mean of per-utterance rates. CER counts characters of the normalised text including the
 single spaces between words (jiwer's and ESPnet's convention).
@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 import jiwer
 
 from most_speech.scoring.io import PathLike, read_transcripts
-from most_speech.scoring.normalize import normalize_text
+from most_speech.text.normalize import normalize_text
 
 __all__ = ["UttScore", "CorpusScore", "score_texts", "score_files", "wer", "cer", "align_pairs"]
 

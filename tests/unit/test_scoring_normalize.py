@@ -1,7 +1,7 @@
-"""THE normaliser: every rule of most_speech.scoring.normalize on hand-made cases."""
+"""THE normaliser: every rule of most_speech.text.normalize on hand-made cases."""
 import pytest
 
-from most_speech.scoring.normalize import normalize_text, number_to_words, ordinal_to_words, year_to_words
+from most_speech.text.normalize import normalize_text, number_to_words, ordinal_to_words, year_to_words
 
 
 @pytest.mark.parametrize("n, words", [

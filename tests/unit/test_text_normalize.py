@@ -1,7 +1,7 @@
 """Tests of normalize_english: the data side of the one normaliser shared with scoring."""
 import pytest
 
-from most_speech.scoring.normalize import normalize_text
+from most_speech.text.normalize import normalize_text
 from most_speech.text.normalize import normalize_english
 
 SAMPLES = ["Hello, World!", "It\u2019s the 3rd time; he paid 1,250 dollars.", "'Quoted' text -- and   spaces",
