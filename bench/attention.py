@@ -10,6 +10,9 @@ q LoRA, YaRN rope). Both modules hold the same weights. Measured, batch 1:
 
 Each figure is the median over interleaved rounds (ours and theirs alternate inside every round) of the mean
 time of a few calls. Targets: decode at cache 2048 at least 3x faster than transformers, prefill no slower.
+The header prints the machine's load average: on an oversubscribed CPU every multi-threaded op waits for a
+descheduled worker thread, which inflates the many small ops of a decode step far more than transformers' few
+large ones; ``--threads 1`` shows the ratio without that effect.
 
 Usage::
 
@@ -18,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -117,7 +121,7 @@ def time_cases(cases, rounds: int):
 
 def report(cases, rounds, threads) -> bool:
     print(f"MLA attention, one layer, DeepSeek-V2-Lite dims, fp32 CPU, {threads} threads, batch 1, "
-          f"median of {rounds} interleaved rounds")
+          f"median of {rounds} interleaved rounds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'case':<16}{'ours ms':>10}{'transf. ms':>12}{'speedup':>10}{'target':>9}{'max|diff|':>12}  result")
     ok = True
     for c in cases:
