@@ -58,6 +58,8 @@ class MoSTBrain(sb.Brain):
     def __init__(self, modules, hparams, run_opts=None, checkpointer=None, stream=None, monitor=None,
                  feature_source=None):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, checkpointer=checkpointer)
+        if isinstance(self.optimizer_step_limit, str):  # SpeechBrain 1.1.2's CLI parser leaves it a string
+            self.optimizer_step_limit = int(self.optimizer_step_limit)
         self.engine_kind = str(getattr(self.hparams, "engine", "torch"))
         if self.engine_kind not in ("torch", "deepspeed"):
             raise ValueError(f"engine must be 'torch' or 'deepspeed', got {self.engine_kind!r}")

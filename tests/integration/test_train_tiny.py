@@ -89,6 +89,25 @@ def _intra_epoch_checkpoint(save, min_step):
     return None
 
 
+def _same_weights(folder_a, folder_b):
+    a = load_file(str(folder_a / "model" / "model.safetensors"))
+    b = load_file(str(folder_b / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_stopped_run_resumes_to_the_same_weights(corpus, tmp_path):
+    common = ("--steps_per_epoch=5", "--number_of_epochs=2", "--log_interval=100", "--ckpt_interval_steps=0")
+    stopped = main(_args(corpus, tmp_path / "a", *common, "--optimizer_step_limit=7"))
+    assert stopped.optimizer_step == 7 and stopped.stream.step == 7
+    resumed = main(_args(corpus, tmp_path / "a", *common))
+    assert resumed.optimizer_step == 10 and sum(resumed.monitor.task_steps.values()) == 3
+    main(_args(corpus, tmp_path / "b", *common))
+    _same_weights(tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(corpus, tmp_path):
     common = ("--steps_per_epoch=8", "--number_of_epochs=2", "--ckpt_interval_steps=3", "--log_interval=100")
     killed = tmp_path / "killed"
@@ -99,9 +118,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(corpus, tmp_pat
         deadline = time.time() + 240
         step = None
         while step is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            step = _intra_epoch_checkpoint(killed / "save", min_step=9)
-        assert step is not None, "no mid-epoch checkpoint of epoch 2 appeared before the run ended"
+            time.sleep(0.05)
+            step = _intra_epoch_checkpoint(killed / "save", min_step=3)
+        assert step is not None, "no mid-epoch checkpoint appeared before the run ended"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
@@ -112,8 +131,4 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(corpus, tmp_pat
     assert resumed.optimizer_step == 16
     assert 0 < sum(resumed.monitor.task_steps.values()) < 16  # only the rest was trained
     main(_args(corpus, tmp_path / "straight", *common))
-    a = load_file(str(killed / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _same_weights(killed, tmp_path / "straight")
