@@ -2,6 +2,7 @@
 import pytest
 import torch
 from transformers import DynamicCache
+from transformers.masking_utils import create_causal_mask
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import (DeepseekV2Attention, DeepseekV2RMSNorm,
                                                                    DeepseekV2RotaryEmbedding, apply_rotary_emb)
 
@@ -255,6 +256,31 @@ def test_left_padded_batch_equals_single_sequences():
     assert torch.isfinite(out).all()
     # A padded query row sees no key at all: its attention output is zero, so the layer gives o_proj's bias (0).
     torch.testing.assert_close(out[1, :total - lengths[1]], torch.zeros(total - lengths[1], cfg.hidden_size))
+
+
+def test_create_causal_mask_padding_matches_transformers():
+    """Masks from transformers' create_causal_mask (sdpa, left padding) in prefill and in a cached decode step."""
+    cfg = make_config("yarn")
+    ours, theirs = make_pair(cfg)
+    torch.manual_seed(9)
+    x = torch.randn(2, 6, cfg.hidden_size)
+    pad = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
+    pos = (pad.cumsum(-1) - 1).clamp(min=0)
+    c_ours, c_theirs = DynamicCache(), DynamicCache()
+    outs = []
+    with torch.no_grad():
+        for sl in (slice(0, 5), slice(5, 6)):
+            mask = create_causal_mask(config=cfg, inputs_embeds=x[:, sl], attention_mask=pad[:, :sl.stop],
+                                      past_key_values=c_ours, position_ids=pos[:, sl])
+            assert mask is not None and mask.dtype == torch.bool
+            o = run_ours(ours, cfg, x[:, sl], pos[:, sl], attention_mask=mask, past_key_values=c_ours)
+            t = run_theirs(theirs, cfg, x[:, sl], pos[:, sl], attention_mask=mask, past_key_values=c_theirs)
+            assert torch.isfinite(o).all()
+            outs.append((o, t))
+    (o, t), (o_step, t_step) = outs
+    real = pad[:, :5].bool()
+    torch.testing.assert_close(o[real], t[real], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(o_step, t_step, atol=ATOL, rtol=ATOL)
 
 
 def test_bad_mask_shape_names_layer():
