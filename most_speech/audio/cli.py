@@ -136,8 +136,9 @@ def _encode_stream(enc, entries: dict, ids: list[str], batch_size: int, desc: st
         for utt in batch:
             e = entries[utt]
             try:
-                wavs.append(load_audio(e["audio"], 16000, float(e.get("start", 0.0)), e.get("duration")))
-            except AudioError as exc:
+                dur = None if e.get("duration") is None else float(e["duration"])
+                wavs.append(load_audio(e["audio"], 16000, float(e.get("start") or 0.0), dur))
+            except (AudioError, TypeError, ValueError) as exc:
                 raise AudioError(f"utterance {utt!r}: {exc}") from exc
         try:
             feats, lens = enc(wavs)
