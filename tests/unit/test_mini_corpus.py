@@ -265,3 +265,17 @@ def test_voice_listing_and_specs():
         LocalTTS("festival", "kal").synthesize("hi")
     with pytest.raises(TTSEngineError, match="empty text"):
         LocalTTS("flite", "slt").synthesize("  ")
+
+
+def test_project_preparers_read_the_corpus(corpus, tmp_path):
+    lh = pytest.importorskip("most_speech.data.preparers.libriheavy")
+    cv = pytest.importorskip("most_speech.data.preparers.commonvoice")
+    root, _ = corpus
+    out = lh.prepare_libriheavy(root, tmp_path, splits=["small", "dev", "test_clean"])
+    rows = [json.loads(line) for line in out["small"].read_text().splitlines()]
+    cuts = read_cuts(root, "small")
+    assert [r["text"] for r in rows] == [c["supervisions"][0]["custom"]["texts"][0] for c in cuts]
+    assert [(r["start"], r["duration"]) for r in rows] == [(c["start"], c["duration"]) for c in cuts]
+    out = cv.prepare_commonvoice(root / "commonvoice", "en", tmp_path)
+    rows = [json.loads(line) for line in out["test"].read_text().splitlines()]
+    assert len(rows) == 2 and all(r["duration"] > 0.8 for r in rows)
