@@ -20,7 +20,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
 from most_speech.audio.safe_load import safe_torch_load
