@@ -233,9 +233,26 @@ def _init_distributed(hparams: dict, run_opts: dict) -> None:
         sb.utils.distributed.ddp_init_group(run_opts)
 
 
+def _strip_local_rank(argv):
+    """The ``deepspeed`` launcher appends ``--local_rank=N``; move it to ``LOCAL_RANK`` (torchrun's way)."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg.startswith("--local_rank=") or arg.startswith("--local-rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+        elif arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            os.environ.setdefault("LOCAL_RANK", argv[i + 1])
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv=None) -> MoSTBrain:
     """Entry point of the recipes' ``train.py``: ``train.py hparams.yaml [--key=value ...]``."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _strip_local_rank(sys.argv[1:] if argv is None else list(argv))
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     with open(hparams_file, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, overrides)
