@@ -223,17 +223,22 @@ def _probe_grouped_mm(device: torch.device, dtype: torch.dtype) -> bool:
     if key not in _GROUPED_MM_OK:
         ok = hasattr(F, "grouped_mm")
         if ok:
-            try:
-                x = torch.randn(16, 16, device=device, dtype=dtype, requires_grad=True)
-                w = torch.randn(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
-                offs = torch.tensor([8, 16], device=device, dtype=torch.int32)
-                y = F.grouped_mm(x, w.transpose(-2, -1), offs=offs)
-                torch.autograd.grad(y, (x, w), torch.ones_like(y))
+            try:  # the probe must not inherit the caller's no_grad / inference mode
+                with torch.inference_mode(False), torch.enable_grad():
+                    _try_grouped_mm(device, dtype)
             except (RuntimeError, NotImplementedError, TypeError) as err:
                 logger.info("grouped_mm unavailable for %s/%s (%s); using the segment loop", device.type, dtype, err)
                 ok = False
         _GROUPED_MM_OK[key] = ok
     return _GROUPED_MM_OK[key]
+
+
+def _try_grouped_mm(device: torch.device, dtype: torch.dtype) -> None:
+    x = torch.randn(16, 16, device=device, dtype=dtype, requires_grad=True)
+    w = torch.randn(2, 16, 16, device=device, dtype=dtype, requires_grad=True)
+    offs = torch.tensor([8, 16], device=device, dtype=torch.int32)
+    y = F.grouped_mm(x, w.transpose(-2, -1), offs=offs)
+    torch.autograd.grad(y, (x, w), torch.ones_like(y))
 
 
 def _grouped_mm_usable(x: Tensor, weight: Tensor) -> bool:

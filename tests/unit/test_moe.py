@@ -190,6 +190,24 @@ def test_plain_sum_loss_backward_works():
     assert torch.isfinite(hidden.grad).all() and experts.down_proj.grad.abs().sum() > 0
 
 
+def test_aligned_fp32_uses_grouped_mm_even_when_first_probed_under_no_grad(monkeypatch):
+    from most_speech.models import moe as moe_module
+
+    monkeypatch.setattr(moe_module, "_GROUPED_MM_OK", {})
+    with torch.no_grad():
+        assert moe_module._probe_grouped_mm(torch.device("cpu"), torch.float32)
+    assert not moe_module._probe_grouped_mm(torch.device("cpu"), torch.float64)
+
+    def no_fallback(*args):
+        raise AssertionError("segment-loop fallback used on the grouped_mm path")
+
+    monkeypatch.setattr(moe_module._SegmentMM, "apply", no_fallback)
+    experts = RoutedExperts(tiny())
+    hidden = torch.randn(12, 64, requires_grad=True)
+    experts(hidden, torch.randint(0, 8, (12, 2)), torch.rand(12, 2)).pow(2).sum().backward()
+    assert hidden.grad is not None
+
+
 def test_grouped_linear_matches_per_expert_linear():
     w = torch.randn(3, 8, 4)
     x = torch.randn(10, 4)
