@@ -604,7 +604,14 @@ def write_readme(out_dir: Path, stats: dict, formats: tuple[str, ...]) -> None:
                      f"{s['duration_s']['mean']} |")
     lines += ["", "Layout: `download/librilight/<subset>/<speaker>/<book>/<file>.flac` with "
               "`libriheavy_cuts_{small,dev,test_clean}.jsonl.gz` (LibriHeavy), "
-              "`commonvoice/en/` (Common Voice TSVs and MP3 clips). Speakers: `stats.json`.", ""]
+              "`commonvoice/en/` (Common Voice TSVs and MP3 clips).", "",
+              "| speaker | split | voice | gender | base rate (wpm) | base pitch |",
+              "|---|---|---|---|---|---|"]
+    for spk_id, spk in sorted(stats["speakers"].items()):
+        voice = Speaker(spk_id, **spk).spec
+        lines.append(f"| {spk_id} | {spk['split']} | `{voice}` | {spk['gender']} | {spk['rate']} | "
+                     f"{spk['pitch']} |")
+    lines.append("")
     _write_bytes_atomic(out_dir / "README.md", "\n".join(lines).encode("utf-8"))
 
 

@@ -279,3 +279,10 @@ def test_project_preparers_read_the_corpus(corpus, tmp_path):
     out = cv.prepare_commonvoice(root / "commonvoice", "en", tmp_path)
     rows = [json.loads(line) for line in out["test"].read_text().splitlines()]
     assert len(rows) == 2 and all(r["duration"] > 0.8 for r in rows)
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_same_corpus(corpus, tmp_path):
+    root, _ = corpus
+    mc.make_mini_corpus(tmp_path / "pool", seed=3, **{**TINY, "jobs": 2})
+    assert file_digests(tmp_path / "pool") == file_digests(root)
