@@ -44,6 +44,7 @@ def modality_group_mask(config) -> Tensor:
     [[1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1]]
     """
     groups = config.expert_groups_by_mark()
+    # Explicit CPU: the model may be built under a meta-device context, and this table is never loaded.
     mask = torch.zeros(max(groups) + 1, config.n_routed_experts, dtype=torch.bool, device="cpu")
     for mark, experts in groups.items():
         mask[mark, experts] = True
@@ -110,8 +111,8 @@ class ModalityAwareRouter(nn.Module):
     Weights follow DeepSeek-V2's original gate: with ``norm_topk_prob`` and ``top_k > 1`` the k weights are
     divided by their sum (+1e-20), otherwise they are multiplied by ``routed_scaling_factor`` (DeepSeek-V2's
     ``if ... norm_topk_prob: normalise else: scale``; released V2 checkpoints use ``norm_topk_prob=False``).
-    A token may only reach out-of-group experts never: their score is ``-inf`` before top-k, so a pick is
-    always an in-group expert with positive weight.
+    Out-of-group experts get score ``-inf`` before top-k, so every pick is an expert of the token's own
+    modality, with positive weight.
 
     Examples
     --------

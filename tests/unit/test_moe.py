@@ -62,6 +62,16 @@ def test_state_dict_names_match_transformers_deepseek_v2():
     assert ours == theirs
 
 
+def test_builds_on_meta_device_and_runs_after_materialising():
+    with torch.device("meta"):
+        moe = MAMoE(tiny())
+    moe = moe.to_empty(device="cpu")
+    moe.gate.reset_parameters()
+    moe.experts.reset_parameters()
+    out = moe(torch.randn(1, 4, 64), modality_ids=torch.tensor([[0, 1, 1, 0]]))
+    assert out.expert_counts[0, 4:].sum() == 0 and out.expert_counts[1, :4].sum() == 0
+
+
 def test_no_shared_experts_when_zero():
     moe = MAMoE(tiny(n_shared_experts=0))
     assert not hasattr(moe, "shared_experts")
