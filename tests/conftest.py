@@ -1,7 +1,14 @@
 """Shared pytest set-up for the most_speech test suite."""
+import os
 import sys
 
-import pytest
+# The tests use tiny tensors: one intra-op thread is as fast as two, and it does not collapse when the machine
+# is busy (OpenMP workers spin and get descheduled; a decode step went from 33 ms to 1.6 s under load).
+# Set before torch is imported, so subprocesses started by tests inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.hookimpl(tryfirst=True)
