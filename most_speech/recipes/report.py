@@ -1,0 +1,247 @@
+"""``RESULTS.md`` for the recipes: score tables and a training-curve plot from an experiment folder.
+
+``python -m most_speech.recipes.report results --exp exp/mini --results RESULTS.md --section mini``
+    Reads the experiment's files by the recipes' naming convention and (re)writes the section ``mini`` of
+    ``RESULTS.md`` (other sections are kept, so the mini run and the ablation each own theirs):
+
+    * ``<exp>/train/tb``                          TensorBoard scalars -> ``<exp>/curves.png`` (copied next to
+      RESULTS.md as ``<section>_curves.png``) and the last train / valid losses;
+    * ``<exp>/score/asr_<set>/summary.json``      ``most-score wer`` (ASR WER per test set);
+    * ``<exp>/score/tts_<set>/summary.json``      ``most-score intelligibility`` (judge WER on synthesized and
+      on the corpus's own audio);
+    * ``<exp>/score/slm_<name>/summary.json``     ``most-score slm`` (pair accuracy with its 95 % CI);
+    * ``<exp>/run_info.json``                     optional free-form facts (corpus size, timings...).
+
+``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense ... --results RESULTS.md``
+    One row per run: parameters (total / activated per token), final losses, ASR WER.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from most_speech.data.fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["read_scalars", "plot_curves", "results_section", "ablation_section", "update_section",
+           "parameter_counts", "main"]
+
+Curves = Dict[str, List[Tuple[int, float]]]
+
+
+def read_scalars(tb_dir) -> Curves:
+    """All scalar series of a TensorBoard folder: ``{tag: [(step, value), ...]}`` (empty when none)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    if not Path(tb_dir).is_dir():
+        return {}
+    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def plot_curves(curves: Curves, out_png, title: str = "training curves") -> Optional[Path]:
+    """Plot train/valid loss per task (left) and the learning rate (right) into ``out_png``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> png = pathlib.Path(tempfile.mkdtemp()) / "c.png"
+    >>> plot_curves({"train/loss/asr": [(1, 3.0), (2, 2.0)], "train/lr": [(1, 1e-3), (2, 1e-3)]}, png).is_file()
+    True
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = sorted(t for t in curves if re.fullmatch(r"(train|valid)/loss/\w+", t))
+    if not losses:
+        return None
+    fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
+    for tag in losses:
+        steps, values = zip(*curves[tag])
+        ax.plot(steps, values, "-" if tag.startswith("train") else "o--", label=tag, markersize=3)
+    ax.set(xlabel="optimizer step", ylabel="cross-entropy (nats/token)", title=title, yscale="log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if "train/lr" in curves:
+        steps, values = zip(*curves["train/lr"])
+        ax_lr.plot(steps, values)
+    ax_lr.set(xlabel="optimizer step", title="learning rate")
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".tmp-{out_png.name}")
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    tmp.replace(out_png)
+    return out_png
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _last(curves: Curves, tag: str) -> str:
+    return f"{curves[tag][-1][1]:.3f}" if curves.get(tag) else "-"
+
+
+def _asr_rows(score_dir: Path) -> List[str]:
+    rows = []
+    for summary in sorted(score_dir.glob("asr_*/summary.json")):
+        s = _load(summary)
+        rows.append(f"| {summary.parent.name[4:]} | {s['n_utts']} | **{s['error_rate']:.2f}** | "
+                    f"{s['sub']} / {s['del']} / {s['ins']} | {s['sentence_error_rate']:.2f} |")
+    return rows
+
+
+def _tts_rows(score_dir: Path) -> List[str]:
+    rows = []
+    for summary in sorted(score_dir.glob("tts_*/summary.json")):
+        for r in _load(summary):
+            rows.append(f"| {summary.parent.name[4:]} | {r['judge']} | {r['audio']} | {r['n_utts']} | "
+                        f"**{r['wer']:.2f}** | {r['cer']:.2f} |")
+    return rows
+
+
+def _slm_rows(score_dir: Path) -> List[str]:
+    rows = []
+    for summary in sorted(score_dir.glob("slm_*/summary.json")):
+        s = _load(summary)
+        rows.append(f"| {summary.parent.name[4:]} | {s['n_pairs']} | **{s['accuracy']:.2f}** | "
+                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | 50.00 |")
+    return rows
+
+
+def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Results") -> str:
+    """Markdown of one experiment: ASR WER, TTS intelligibility, spoken-LM pairs, losses, the curve plot."""
+    exp, score = Path(exp_dir), Path(exp_dir) / "score"
+    curves = read_scalars(exp / "train" / "tb")
+    out = [f"## {title}", ""]
+    info = _load(exp / "run_info.json") or {}
+    if info:
+        out += ["| fact | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info.items()] + [""]
+    tables = [
+        ("ASR (greedy decoding), WER %", "| test set | utts | WER % | sub / del / ins | SER % |",
+         "|---|---:|---:|---|---:|", _asr_rows(score)),
+        ("TTS intelligibility: the judge's WER on the synthesized speech, and on the corpus's own recordings "
+         "of the same sentences (the judge's floor)", "| test set | judge | audio | utts | WER % | CER % |",
+         "|---|---|---|---:|---:|---:|", _tts_rows(score)),
+        ("Spoken-LM likelihood pairs (accuracy %, 95 % Wilson CI; chance is 50 %)",
+         "| pair set | pairs | accuracy % | 95 % CI | chance |", "|---|---:|---:|---|---:|", _slm_rows(score)),
+    ]
+    for caption, head, rule, rows in tables:
+        if rows:
+            out += [f"**{caption}**", "", head, rule, *rows, ""]
+    loss_tags = sorted(t for t in curves if re.fullmatch(r"(train|valid)/loss/\w+", t))
+    if loss_tags:
+        out += ["**Final losses** (nats/token)", "", "| series | last value | at step |", "|---|---:|---:|"]
+        out += [f"| {t} | {_last(curves, t)} | {curves[t][-1][0]} |" for t in loss_tags] + [""]
+    if image_name:
+        out += [f"![training curves]({image_name})", ""]
+    return "\n".join(out)
+
+
+def parameter_counts(model_dir) -> Dict[str, int]:
+    """Total parameters and parameters active for one token (routed experts counted ``k`` of ``E``).
+
+    Embedding and output matrices are counted in both (they are used by every token).
+    """
+    from safetensors import safe_open
+
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    total = routed = 0
+    with safe_open(str(Path(model_dir) / "model.safetensors"), "pt") as f:
+        for name in f.keys():
+            n = 1
+            for d in f.get_slice(name).get_shape():
+                n *= d
+            total += n
+            if ".mlp.experts." in name:
+                routed += n
+    E, k = cfg.get("n_routed_experts") or 0, cfg.get("num_experts_per_tok") or 0
+    active = total - routed + (routed * k // E if E else 0)
+    return {"total": total, "active": active}
+
+
+def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") -> str:
+    """A table with one row per run folder (``train/``, ``score/asr_*``), same naming as :func:`results_section`."""
+    head = ["## " + title, "",
+            "| run | params total | params active / token | train loss asr / tts / text_lm | "
+            "valid loss asr / tts / text_lm | ASR WER % | TTS judge WER % |",
+            "|---|---:|---:|---|---|---:|---:|"]
+    rows = []
+    for name, run in runs:
+        curves = read_scalars(run / "train" / "tb")
+        params = parameter_counts(run / "train" / "model") if (run / "train" / "model").is_dir() else {}
+        asr = [_load(p) for p in sorted((run / "score").glob("asr_*/summary.json"))]
+        tts = [r for p in sorted((run / "score").glob("tts_*/summary.json")) for r in _load(p)
+               if r["audio"] == "synthesized"]
+        tr = " / ".join(_last(curves, f"train/loss/{t}") for t in ("asr", "tts", "text_lm"))
+        va = " / ".join(_last(curves, f"valid/loss/{t}") for t in ("asr", "tts", "text_lm"))
+        rows.append(f"| {name} | {params.get('total', '-'):,} | {params.get('active', '-'):,} | {tr} | {va} | "
+                    f"{asr[0]['error_rate'] if asr else '-'} | {tts[0]['wer'] if tts else '-'} |")
+    return "\n".join(head + rows + [""])
+
+
+def update_section(results_md, name: str, body: str) -> Path:
+    """Replace (or append) the block between ``<!-- begin NAME -->`` and ``<!-- end NAME -->``, atomically."""
+    path = Path(results_md)
+    text = path.read_text() if path.is_file() else "# Results\n"
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    return atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+
+
+def _results(args) -> None:
+    exp, md = Path(args.exp), Path(args.results)
+    image = None
+    png = plot_curves(read_scalars(exp / "train" / "tb"), exp / "curves.png", title=f"{args.section} training")
+    if png is not None:
+        image = f"{args.section}_curves.png"
+        shutil.copyfile(png, md.parent / image)
+    update_section(md, args.section, results_section(exp, image, args.title or f"{args.section} run"))
+    print(f"updated section {args.section!r} of {md}")
+
+
+def _ablation(args) -> None:
+    runs = []
+    for spec in args.run:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            raise SystemExit(f"--run wants NAME=FOLDER, got {spec!r}")
+        runs.append((name, Path(folder)))
+    body = ablation_section(runs, args.title or "Ablation")
+    if args.notes:
+        body += "\n" + Path(args.notes).read_text()
+    update_section(args.results, args.section, body)
+    print(f"updated section {args.section!r} of {args.results}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m most_speech.recipes.report", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("results", help="one experiment's scores and curves")
+    r.add_argument("--exp", required=True, help="experiment folder (train/, score/)")
+    a = sub.add_parser("ablation", help="a table of several runs")
+    a.add_argument("--run", action="append", required=True, help="NAME=FOLDER (repeatable)")
+    a.add_argument("--notes", help="markdown appended under the table")
+    for sp in (r, a):
+        sp.add_argument("--results", required=True, help="RESULTS.md to update")
+        sp.add_argument("--section", required=True, help="section name (mini, ablation, ...)")
+        sp.add_argument("--title")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    (_results if args.cmd == "results" else _ablation)(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Stage-1 MoST on LibriHeavy (cuts + Libri-Light audio), or on the synthetic mini corpus with --mini true.
+#
+#   bash run.sh --mini true                          # everything on a generated mini corpus, CPU, ~30 min
+#   bash run.sh --libriheavy_dir /data/libriheavy \  # full setup (GPUs): see README.md
+#       --hubert_dir exp/mhubert25 --init_dir exp/most_init --hparams hparams/stage1.yaml --ngpu 8
+#   bash run.sh --stage 8 --stop_stage 8 --train_args "--number_of_epochs=1"    # one stage, extra overrides
+#
+# Stages: 0 check inputs (mini: make the corpus), 1 prepare manifests, 2 filter/normalise, 3 encoder features,
+# 4 learn k-means, 5 units for all splits, 6 tokenizer + token layout + task manifests, 7 vocoder,
+# 8 train (train.py <hparams>), 9 decode (ASR, TTS, spoken-LM pairs on an inference export),
+# 10 score, 11 export + RESULTS.md. Finished steps leave a .done marker and are skipped on reruns.
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../../tools/recipe_utils.sh
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/'; }
+
+# ------------------------------------------------------------------ options (each is a --name value override)
+stage=0
+stop_stage=11
+mini=false                # true: generate and use the mini corpus with light (fbank) features
+datadir=data              # manifests, tokenizer, task manifests
+dumpdir=dump              # features and units
+expdir=exp                # k-means, vocoder, training, decoding, scores
+nj=2                      # parallel jobs for corpus generation and feature dumping
+device=cpu                # cpu, cuda, cuda:0 ...
+ngpu=0                    # > 1: training through torchrun (DDP) or deepspeed (engine in the hparams)
+# corpus
+libriheavy_dir=           # LibriHeavy folder: libriheavy_cuts_<split>.jsonl.gz and download/librilight/...
+data_root=                # what {data_root} stands for in audio paths (default: --libriheavy_dir)
+librispeech_dir=          # optional: LibriSpeech folder for the test-clean / test-other test sets
+train_split=small         # small | medium | large
+dev_split=dev
+test_sets="test_clean test_other"
+text_form=cased           # cased (MoST) | normalized (upper case, no punctuation)
+min_dur=0.5
+max_dur=30
+mini_num_train=1500
+mini_num_dev=100
+mini_num_test=100
+mini_lm_sentences=20000   # extra text-LM sentences from the mini grammar (training split only)
+# features and units
+encoder=hubert            # hubert | fbank | mfcc
+hubert_dir=               # converted mHuBERT directory (most-convert-hubert)
+hubert_layer=11
+nclusters=500
+km_max_frames=1000000
+# model and training
+hparams=hparams/stage1.yaml
+tokenizer_dir=            # default: --init_dir (converted DeepSeek-V2 tokenizer) or $datadir/tokenizer
+init_dir=                 # converted DeepSeek-V2(-Lite) MoST checkpoint (most-convert-deepseek)
+vocab_size=1000           # SentencePiece size when a tokenizer is trained here
+frame_stack=1             # the model's audio_frame_stack (LM positions = frames / stack)
+vocoder_hparams=hparams/vocoder_mean_mel.yaml
+unit_rate=50              # units per second before deduplication (encoder frame rate)
+train_args=               # extra --key=value overrides for train.py
+tag=stage1                # experiment name: $expdir/$tag
+# decoding and scoring
+decode_limit=0            # decode at most this many utterances per test set (0: all)
+tts_limit=100
+judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
+slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
+results=RESULTS.md
+
+parse_options "$@"
+
+if true_value "$mini"; then
+  # The mini run: everything from the generated corpus on CPU, light features (no HuBERT weights offline).
+  [ -z "$libriheavy_dir" ] && libriheavy_dir=$datadir/mini_corpus
+  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4; text_form=normalized
+  hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
+fi
+[ -n "$libriheavy_dir" ] || die "give --libriheavy_dir (or --mini true)"
+data_root=${data_root:-$libriheavy_dir}
+tokenizer_dir=${tokenizer_dir:-${init_dir:-$datadir/tokenizer}}
+exp=$expdir/$tag
+feats=$dumpdir/feats/all
+units=$dumpdir/units/all.jsonl
+km=$expdir/kmeans/kmeans.safetensors
+export=$exp/export
+mkdir -p "$exp"
+timings=$exp/timings.tsv
+finish() { printf '%s\t%s\t%s\n' "$1" "$(stage_time)" "$2" >> "$timings"; log "Stage $1 done in $(stage_time) s"; }
+require_cmd most-prepare-data most-dump-features most-learn-kmeans most-dump-units most-train-vocoder \
+  most-export most-decode most-score
+
+if run_stage 0 "check inputs"; then
+  if true_value "$mini" && ! is_done "$libriheavy_dir"; then
+    require_cmd most-make-mini-corpus espeak-ng flite
+    log "generating the mini corpus in $libriheavy_dir (${mini_num_train}/${mini_num_dev}/${mini_num_test} utts)"
+    most-make-mini-corpus "$libriheavy_dir" --num-train "$mini_num_train" --num-dev "$mini_num_dev" \
+      --num-test "$mini_num_test" --jobs "$nj" --formats libriheavy
+    mark_done "$libriheavy_dir"
+  fi
+  for s in $train_split $dev_split $test_sets; do
+    [ -e "$libriheavy_dir/libriheavy_cuts_$s.jsonl.gz" ] || [ -e "$libriheavy_dir/libriheavy_cuts_$s.jsonl" ] || \
+      [ -n "$librispeech_dir" ] || die "no cuts for split $s in $libriheavy_dir"
+  done
+  [ "$encoder" != hubert ] || [ -d "$hubert_dir" ] || die "--encoder hubert needs --hubert_dir (most-convert-hubert)"
+  finish 0 "check inputs"
+fi
+
+if run_stage 1 "prepare manifests"; then
+  if ! is_done "$datadir/manifests"; then
+    ls_sets=; lh_sets=
+    for s in $train_split $dev_split $test_sets; do
+      if [ -n "$librispeech_dir" ] && [[ $s == test_* ]]; then ls_sets="$ls_sets ${s//_/-}"; else lh_sets="$lh_sets $s"; fi
+    done
+    most-prepare-data libriheavy --cuts-dir "$libriheavy_dir" --out "$datadir/manifests" --splits $lh_sets \
+      --text-form "$text_form" --data-root "$data_root"
+    if [ -n "$ls_sets" ]; then
+      most-prepare-data librispeech --corpus-dir "$librispeech_dir" --out "$datadir/manifests" --splits $ls_sets
+    fi
+    mark_done "$datadir/manifests"
+  fi
+  finish 1 "prepare manifests"
+fi
+
+manifest_of() {  # prepared manifest of a split (LibriHeavy or LibriSpeech naming)
+  local m
+  for m in "$datadir/manifests/libriheavy_$1.jsonl" "$datadir/manifests/librispeech_${1//_/-}.jsonl" \
+           "$datadir/manifests/librispeech_$1.jsonl"; do
+    [ -f "$m" ] && { echo "$m"; return; }
+  done
+  die "no prepared manifest for split $1 in $datadir/manifests"
+}
+
+if run_stage 2 "filter / normalise"; then
+  if ! is_done "$datadir/filtered"; then
+    for s in $train_split $dev_split $test_sets; do
+      most-prepare-data filter --in "$(manifest_of "$s")" --out "$datadir/$s.jsonl" --min-dur "$min_dur" \
+        --max-dur "$max_dur" --stats-json "$datadir/filtered/$s.stats.json"
+    done
+    # one manifest over every split: features and units are stored by utterance id
+    for s in $train_split $dev_split $test_sets; do cat "$datadir/$s.jsonl"; done > "$datadir/.all.jsonl.tmp"
+    mv "$datadir/.all.jsonl.tmp" "$datadir/all.jsonl"
+    mark_done "$datadir/filtered"
+  fi
+  finish 2 "filter / normalise"
+fi
+
+if run_stage 3 "encoder features ($encoder)"; then
+  if ! is_done "$feats"; then
+    enc_opts=(--encoder "$encoder")
+    [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
+    # shards run one after the other here; on a cluster, submit one job per --rank
+    for ((r = 0; r < nj; r++)); do
+      most-dump-features --manifest "$datadir/all.jsonl" --data-root "$data_root" "${enc_opts[@]}" \
+        --device "${device%%:*}" --nj "$nj" --rank "$r" --out "$feats"
+    done
+    mark_done "$feats"
+  fi
+  finish 3 "encoder features"
+fi
+
+if run_stage 4 "learn k-means (K=$nclusters)"; then
+  if [ ! -f "$km" ]; then
+    most-learn-kmeans --feats "$feats" --k "$nclusters" --out "$km" --max-frames "$km_max_frames"
+  fi
+  finish 4 "learn k-means"
+fi
+
+if run_stage 5 "units for all splits"; then
+  if ! is_done "$dumpdir/units"; then
+    most-dump-units --feats "$feats" --km "$km" --out "$units"
+    mark_done "$dumpdir/units"
+  fi
+  finish 5 "units"
+fi
+
+km_tag=$( [ -f "${units%.jsonl}.km_tag" ] && cat "${units%.jsonl}.km_tag" || true)
+
+if run_stage 6 "tokenizer + token layout + task manifests"; then
+  if ! is_done "$datadir/tasks"; then
+    lm_opts=()
+    if true_value "$mini"; then
+      python3 -m most_speech.recipes.mini lm-text --num "$mini_lm_sentences" --out "$datadir/lm_text.txt"
+      lm_opts=(--lm-text "$datadir/lm_text.txt")
+    fi
+    python3 -m most_speech.recipes.tasks --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" \
+      --units "$units" --feats "$feats" --frame-stack "$frame_stack" --tokenizer-dir "$tokenizer_dir" \
+      --vocab-size "$vocab_size" --num-units "$nclusters" --out "$datadir/tasks" "${lm_opts[@]}"
+    mark_done "$datadir/tasks"
+  fi
+  finish 6 "tokenizer + task manifests"
+fi
+
+if run_stage 7 "unit vocoder ($vocoder_hparams)"; then
+  if [ ! -f "$expdir/vocoder/vocoder/config.json" ]; then
+    run_logged "$expdir/vocoder/log.txt" most-train-vocoder "$vocoder_hparams" --output_folder="$expdir/vocoder" \
+      --train_manifest="$datadir/$train_split.jsonl" --train_units="$units" --km_tag="$km_tag" \
+      --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device"
+  fi
+  finish 7 "vocoder"
+fi
+
+if run_stage 8 "train ($hparams)"; then
+  args=("$hparams" --output_folder="$exp/train" --data_folder="$datadir" --tokenizer_dir="$tokenizer_dir"
+        --audio_features_store="$feats" --data_root="$data_root")
+  [ -n "$init_dir" ] && args+=(--init_from="$init_dir")
+  if [ "$ngpu" -gt 1 ]; then
+    launcher=(torchrun --standalone --nproc_per_node="$ngpu")
+  else
+    launcher=(python3); args+=(--device="$device")
+  fi
+  # shellcheck disable=SC2206
+  run_logged "$exp/train_stdout.log" "${launcher[@]}" train.py "${args[@]}" $train_args
+  finish 8 "train"
+fi
+
+if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
+  enc_opts=(--encoder "$encoder")
+  [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
+  most-export "$exp/train/model" "$export" --speech-input continuous "${enc_opts[@]}" --kmeans "$km" \
+    --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite
+  for s in $test_sets; do
+    most-decode asr "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$decode_limit" \
+      --device "$device" --out "$exp/decode/asr_$s/hyp.jsonl"
+  done
+  s=${test_sets%% *}
+  most-decode tts "$export" --manifest "$datadir/$s.jsonl" --limit "$tts_limit" --device "$device" \
+    --out-dir "$exp/decode/tts_$s"
+  python3 -m most_speech.recipes.tts_eval --synth "$exp/decode/tts_$s/synth.jsonl" --manifest "$datadir/$s.jsonl" \
+    --data-root "$data_root" --clips-dir "$exp/decode/tts_$s/real" --out "$exp/decode/tts_$s/intelligibility.jsonl"
+  if true_value "$mini"; then   # word vs pseudoword over the mini vocabulary, spoken by a held-out voice
+    if [ ! -f "$datadir/slm_swuggy/pairs.csv" ]; then
+      python3 -m most_speech.recipes.mini words --out "$datadir/slm_swuggy/words.txt"
+      most-score build-swuggy --words "$datadir/slm_swuggy/words.txt" --voice "$slm_voice" --out "$datadir/slm_swuggy"
+    fi
+    most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
+      --out "$exp/decode/slm_swuggy/pairs.jsonl"
+  fi
+  finish 9 "decode"
+fi
+
+if run_stage 10 "score"; then
+  for s in $test_sets; do
+    most-score wer --ref "$datadir/$s.jsonl" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
+  done
+  s=${test_sets%% *}
+  most-score intelligibility --manifest "$exp/decode/tts_$s/intelligibility.jsonl" --judge "$judge" \
+    --out "$exp/score/tts_$s"
+  for p in "$exp"/decode/slm_*/pairs.jsonl; do
+    [ -f "$p" ] || continue
+    name=$(basename "$(dirname "$p")")
+    bos=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bos_id'])" "$export/tokenizer/token_layout.json")
+    most-score slm --pairs "$p" --model "$export/model" --bos-id "$bos" --device "$device" --out "$exp/score/$name"
+  done
+  finish 10 "score"
+fi
+
+if run_stage 11 "export + $results"; then
+  python3 -m most_speech.recipes.report results --exp "$exp" --results "$results" --section "$tag" \
+    --title "$tag: $(basename "$hparams") on $( true_value "$mini" && echo "the mini corpus" || echo "LibriHeavy $train_split")"
+  log "inference export: $export (most-transcribe / most-synthesize / MoSTASR.from_pretrained)"
+  finish 11 "export + results"
+fi
+log "done: stages $stage..$stop_stage"
