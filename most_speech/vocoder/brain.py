@@ -30,6 +30,14 @@ class VocoderBrain(sb.Brain):
     ``opt_class_discriminator``; optional ``adversarial_start_step`` (0),
     ``max_train_minutes`` (wall clock, None), ``max_cpu_minutes`` (this process's CPU
     time over all threads, None: fairer on a shared machine), ``epoch_counter``.
+
+    Examples
+    --------
+    >>> brain = VocoderBrain(  # doctest: +SKIP
+    ...     modules={"generator": vocoder, "discriminator": ScaledHifiganDiscriminator()},
+    ...     hparams=hparams, checkpointer=hparams["checkpointer"])
+    >>> brain.fit(hparams["epoch_counter"], SegmentDataset(...),  # doctest: +SKIP
+    ...           train_loader_kwargs={"batch_size": 16, "collate_fn": collate_segments})
     """
 
     def on_fit_start(self):

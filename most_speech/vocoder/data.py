@@ -93,6 +93,16 @@ def join_manifest_units(manifest, unit_file, data_root=None, km_tag=None):
     -------
     utterances : list of Utterance
     km_tag : str
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "m.jsonl").write_text('{"id": "a", "audio": "{data_root}/a.wav"}\\n')
+    >>> _ = (d / "u.jsonl").write_text('{"id": "a", "units": [4, 4], "km_tag": "k"}\\n')
+    >>> utts, tag = join_manifest_units(d / "m.jsonl", d / "u.jsonl", data_root="/corpus")
+    >>> utts[0].audio, utts[0].units.tolist(), tag
+    ('/corpus/a.wav', [4, 4], 'k')
     """
     units, tag = read_unit_file(unit_file, km_tag)
     out, missing = [], []
@@ -120,6 +130,14 @@ def load_audio(path, sample_rate: int, start: float = 0.0, duration: float | Non
 
     ``most_speech.audio.io`` did not exist when this was written; this helper uses
     soundfile for reading and torchaudio for resampling.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> p = tempfile.mktemp(suffix=".wav")
+    >>> sf.write(p, np.zeros(8000, dtype="float32"), 8000)
+    >>> load_audio(p, 16000, start=0.5).shape
+    torch.Size([8000])
     """
     try:
         info = sf.info(str(path))
@@ -135,7 +153,17 @@ def load_audio(path, sample_rate: int, start: float = 0.0, duration: float | Non
 
 
 def aligned_pair(utt: Utterance, sample_rate: int, hop: int):
-    """Load an utterance and trim units and audio to a whole number of unit frames."""
+    """Load an utterance and trim units and audio to a whole number of unit frames.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> p = tempfile.mktemp(suffix=".wav")
+    >>> sf.write(p, np.zeros(1000, dtype="float32"), 16000)
+    >>> units, wav = aligned_pair(Utterance("a", p, torch.tensor([1, 2, 3, 4])), 16000, 320)
+    >>> units.tolist(), wav.shape
+    ([1, 2, 3], torch.Size([960]))
+    """
     wav = load_audio(utt.audio, sample_rate, utt.start, utt.duration)
     n_audio = wav.shape[0] // hop
     if len(utt.units) > n_audio + MAX_EXTRA_FRAMES:
@@ -180,7 +208,14 @@ class SegmentDataset(torch.utils.data.Dataset):
 
 
 def collate_segments(items):
-    """Stack equal-length crops into ``(units (B, T), wav (B, 1, T * hop))``."""
+    """Stack equal-length crops into ``(units (B, T), wav (B, 1, T * hop))``.
+
+    Examples
+    --------
+    >>> u, w = collate_segments([(torch.zeros(2, dtype=torch.long), torch.zeros(640))] * 3)
+    >>> u.shape, w.shape
+    (torch.Size([3, 2]), torch.Size([3, 1, 640]))
+    """
     units = torch.stack([u for u, _ in items])
     wavs = torch.stack([w for _, w in items]).unsqueeze(1)
     return units, wavs

@@ -45,6 +45,16 @@ def train_unit_hifigan(hparams: dict, run_opts: dict | None = None):
     -------
     VocoderBrain
         The brain after training (``brain.modules.generator`` is the vocoder).
+
+    Examples
+    --------
+    >>> from hyperpyyaml import load_hyperpyyaml
+    >>> from most_speech.vocoder import HPARAMS_DIR
+    >>> with open(HPARAMS_DIR / "tiny.yaml") as f:  # doctest: +SKIP
+    ...     hparams = load_hyperpyyaml(f, {"output_folder": "exp", "km_tag": "k",
+    ...         "train_manifest": "m.jsonl", "train_units": "u.jsonl"})
+    >>> train_unit_hifigan(hparams).optimizer_step  # doctest: +SKIP
+    2
     """
     vocoder = hparams["generator"]
     train_set = _segments(hparams, "train_manifest", "train_units", vocoder, hparams.get("seed"))
@@ -73,7 +83,13 @@ def train_unit_hifigan(hparams: dict, run_opts: dict | None = None):
 
 
 def main(argv=None):
-    """Console entry point: ``most-train-vocoder hparams.yaml [--key=value ...]``."""
+    """Console entry point: ``most-train-vocoder hparams.yaml [--key=value ...]``.
+
+    Examples
+    --------
+    >>> main(["hparams/tiny.yaml", "--output_folder=exp", "--km_tag=k",  # doctest: +SKIP
+    ...       "--train_manifest=m.jsonl", "--train_units=u.jsonl"])
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     # SpeechBrain 1.1.2 parses --optimizer_step_limit (typed Optional[int]) as a string
