@@ -12,7 +12,6 @@ whose output is complete is skipped, and a shard is written under temporary name
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -23,20 +22,18 @@ from tqdm import tqdm
 
 from most_speech.audio.io import AudioError, load_audio
 from most_speech.audio.kmeans import KMeansQuantizer, learn_kmeans, sample_frames
+from most_speech.data.manifest import ManifestError, iter_manifest
 from most_speech.audio.store import (FeatureReader, FeatureWriter, UnitWriter, read_meta, shard_complete,
                                      shard_ids, shard_stem, write_meta)
 
 logger = logging.getLogger(__name__)
 
 
-class ManifestError(ValueError):
-    """A manifest line is malformed; the message names the file and line."""
-
-
 def read_manifest(path: str | Path, data_root: str | None = None) -> dict[str, dict]:
-    """Read a JSONL manifest into ``{id: entry}``, substituting ``{data_root}`` in ``audio``.
+    """Read a JSONL manifest into ``{id: entry}`` (every entry needs ``audio``), substituting ``{data_root}``.
 
-    (A deliberately tiny reader: the data package's manifest library is not a dependency of the audio tools.)
+    Validation (JSON, fields, duplicate ids) is :func:`most_speech.data.manifest.iter_manifest`'s; its
+    :class:`~most_speech.data.manifest.ManifestError` names the file, line and id.
 
     Examples
     --------
@@ -46,27 +43,15 @@ def read_manifest(path: str | Path, data_root: str | None = None) -> dict[str, d
     >>> read_manifest(p, data_root="/corpus")["a"]["audio"]
     '/corpus/a.wav'
     """
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise ManifestError(f"manifest {path} does not exist")
     entries: dict[str, dict] = {}
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}:{n}: not JSON ({exc})") from exc
-            if not isinstance(entry, dict) or not entry.get("id") or not entry.get("audio"):
-                raise ManifestError(f"{path}:{n}: needs non-empty 'id' and 'audio' fields")
-            if entry["id"] in entries:
-                raise ManifestError(f"{path}:{n}: duplicate id {entry['id']!r}")
-            if "{data_root}" in entry["audio"]:
-                if data_root is None:
-                    raise ManifestError(f"{path}:{n}: audio path {entry['audio']!r} needs --data-root")
-                entry["audio"] = entry["audio"].replace("{data_root}", str(data_root))
-            entries[entry["id"]] = entry
+    for entry in iter_manifest(path, required=("audio",)):
+        if "{data_root}" in entry["audio"]:
+            if data_root is None:
+                raise ManifestError(f"{path}, id {entry['id']!r}: audio path {entry['audio']!r} needs --data-root")
+            entry["audio"] = entry["audio"].replace("{data_root}", str(data_root))
+        entries[entry["id"]] = entry
     if not entries:
         raise ManifestError(f"manifest {path} has no utterances")
     return entries

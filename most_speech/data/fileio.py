@@ -1,4 +1,4 @@
-"""Small file helpers shared by the data modules: atomic writes and transparent ``.gz`` reading.
+"""Small file helpers shared across most_speech: atomic writes, JSON Lines, transparent ``.gz`` reading.
 
 Every output of the data pipeline is written to a temporary file next to its destination and moved into
 place with :func:`os.replace`, so an interrupted run never leaves a half-written manifest behind.
@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterable, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,4 +81,59 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     """
     with atomic_writer(path) as f:
         f.write(text)
+    return Path(path)
+
+
+def atomic_write_json(path: PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON, atomically.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, json
+    >>> p = atomic_write_json(pathlib.Path(tempfile.mkdtemp()) / "a.json", {"wer": 0.5})
+    >>> json.loads(p.read_text())["wer"]
+    0.5
+    """
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: PathLike) -> list:
+    """Read a JSON Lines file (``.gz`` too) into a list of dicts; errors name the file and line.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
+    >>> _ = p.write_text('{"id": "u1"}\\n\\n{"id": "u2"}\\n')
+    >>> [r["id"] for r in read_jsonl(p)]
+    ['u1', 'u2']
+    """
+    rows = []
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: PathLike, rows: Iterable[dict]) -> Path:
+    """Write dicts as JSON Lines, atomically (gzip when ``path`` ends in ``.gz``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = write_jsonl(pathlib.Path(tempfile.mkdtemp()) / "a.jsonl", [{"id": "u1"}])
+    >>> p.read_text()
+    '{"id": "u1"}\\n'
+    """
+    with atomic_writer(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return Path(path)

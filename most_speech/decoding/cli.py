@@ -14,7 +14,6 @@ Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--d
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 from typing import List
@@ -23,16 +22,11 @@ import torch
 from tqdm import tqdm
 
 from ..audio.io import load_audio, save_audio
-from ..data.fileio import atomic_write_text
+from ..data.fileio import write_jsonl
 from ..data.manifest import iter_manifest
 from .generation import SamplingConfig, chunks
 
 log = logging.getLogger("most_speech.decoding")
-
-
-def _write_jsonl(rows: List[dict], path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _entries(args) -> List[dict]:
@@ -64,7 +58,7 @@ def _cmd_asr(args, loaded):
     for part in tqdm(chunks(_entries(args), args.batch_size), desc="asr", unit="batch"):
         entries = _with_wavs(loaded, part)
         out += [{"id": e["id"], "text": h} for e, h in zip(entries, dec.decode_batch(entries))]
-    _write_jsonl(out, args.out)
+    write_jsonl(args.out, out)
     print(f"wrote {len(out)} hypotheses to {args.out}")
 
 
@@ -87,8 +81,8 @@ def _cmd_tts(args, loaded):
             units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag})
             synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"],
                                **({"ref_audio": row["audio"]} if "audio" in row else {})})
-    _write_jsonl(units_rows, out_dir / "units.jsonl")
-    _write_jsonl(synth_rows, out_dir / "synth.jsonl")
+    write_jsonl(out_dir / "units.jsonl", units_rows)
+    write_jsonl(out_dir / "synth.jsonl", synth_rows)
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
 
 
@@ -126,7 +120,7 @@ def _cmd_qa(args, loaded):
                 out.append({"id": qid, "audio": str(path.resolve())})
         else:
             out += [{"id": k, "text": v} for k, v in qa.answer_text(entries).items()]
-    _write_jsonl(out, args.out)
+    write_jsonl(args.out, out)
     print(f"wrote {len(out)} answers to {args.out}")
 
 

@@ -11,7 +11,7 @@ Examples
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -21,7 +21,6 @@ from ..audio.io import load_audio
 from ..audio.kmeans import KMeansQuantizer, dedup
 from ..data.templates import TaskTemplates, TemplateConfig
 from ..decoding.asr import ASRDecoder
-from ..decoding.features import EncoderFeatures
 from ..decoding.generation import SamplingConfig
 from ..decoding.spoken_qa import SpokenQADecoder
 from ..decoding.tts import TTSDecoder

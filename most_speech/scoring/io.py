@@ -1,82 +1,19 @@
 """Reading transcript files (JSONL, Kaldi ``text``, sclite ``.trn``) and writing outputs atomically."""
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Tuple, Union
+
+# Generic file helpers live in one place; re-exported here for the scoring modules.
+from most_speech.data.fileio import atomic_write_json, atomic_write_text, read_jsonl
 
 __all__ = ["read_transcripts", "write_trn", "atomic_write_text", "atomic_write_json", "read_jsonl"]
 
 PathLike = Union[str, os.PathLike]
 _SPHINX_MARKERS = {"<s>", "</s>", "<sil>"}
 _TRN_RE = re.compile(r"^(.*?)\s*\(([^()]+)\)\s*$")
-
-
-def atomic_write_text(path: PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    A crash mid-write leaves either the old file or none, never a truncated one.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = atomic_write_text(pathlib.Path(tempfile.mkdtemp()) / "a.txt", "hi\\n")
-    >>> p.read_text()
-    'hi\\n'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: PathLike, obj) -> Path:
-    """Write ``obj`` as indented JSON, atomically (see :func:`atomic_write_text`).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib, json
-    >>> p = atomic_write_json(pathlib.Path(tempfile.mkdtemp()) / "a.json", {"wer": 0.5})
-    >>> json.loads(p.read_text())["wer"]
-    0.5
-    """
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path: PathLike) -> list:
-    """Read a JSON Lines file into a list of dicts; errors name the file and line.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jsonl"
-    >>> _ = p.write_text('{"id": "u1"}\\n\\n{"id": "u2"}\\n')
-    >>> [r["id"] for r in read_jsonl(p)]
-    ['u1', 'u2']
-    """
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
 
 
 def _parse_lines(path: PathLike, lines: Iterable[Tuple[int, str]], fmt: str) -> Iterable[Tuple[str, str]]:

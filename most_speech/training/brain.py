@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict
-from typing import Dict, Optional
+from typing import Dict
 
 import speechbrain as sb
 import torch

@@ -31,7 +31,7 @@ from typing import Dict, Optional
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.utils.distributed import if_main_process, main_process_only
+from speechbrain.utils.distributed import main_process_only
 from speechbrain.utils.train_logger import FileTrainLogger
 
 from most_speech.data.collate import Collator

@@ -87,7 +87,7 @@ def test_bad_audio_names_utterance_and_file(corpus, tmp_path, capsys):
 def test_manifest_helpers(tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text('{"id": "a", "audio": "{data_root}/a.wav"}\n{"id": "a", "audio": "b.wav"}\n')
-    with pytest.raises(ManifestError, match=r"m.jsonl:2: duplicate id 'a'"):
+    with pytest.raises(ManifestError, match=r"m.jsonl, line 2, id 'a': duplicate id"):
         read_manifest(m, "/r")
     m.write_text('{"id": "a", "audio": "{data_root}/a.wav"}\n')
     with pytest.raises(ManifestError, match="needs --data-root"):
