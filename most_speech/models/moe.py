@@ -179,10 +179,10 @@ class ModalityAwareRouter(nn.Module):
                 modality_ids = torch.zeros(hidden.shape[0], dtype=torch.long, device=hidden.device)
             allowed = self.mark_mask(hidden.device)[modality_ids]
         if self.group_softmax:
-            scores = logits.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            scores = torch.where(allowed, logits, float("-inf")).softmax(dim=-1)
         else:
             scores = logits.softmax(dim=-1, dtype=torch.float32)
-        choice = scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
+        choice = scores if allowed is None else torch.where(allowed, scores, float("-inf"))
         if self.topk_method == "group_limited_greedy":
             topk_weight, topk_idx = self._group_limited_topk(choice)
         else:

@@ -94,7 +94,7 @@ def test_tokens_never_leave_their_modality_group(seed, method, group_softmax, k,
         return
     router = ModalityAwareRouter(cfg)
     with torch.no_grad():
-        router.weight.normal_(0, 3.0, generator=g)
+        router.weight.normal_(0, 0.5, generator=g)  # logits std ~4: no softmax underflow to 0
     marks = torch.randint(0, 2, (40,), generator=g)
     idx, weight, scores = router(torch.randn(40, 64, generator=g), marks)
     allowed = torch.zeros(2, 8, dtype=torch.bool)
