@@ -7,7 +7,14 @@ dense throughput (``t_dense / t_layer``), the median of per-round ratios over in
 forward+backward (loss ``(y * r).sum()``, gradients for input and all weights, our aux loss included), first
 with the router as initialised, then with skewed routing (one expert per group favoured by a router bias).
 
-Run: ``python bench/moe.py [--rounds 5]``. Takes about 3-4 minutes on 2 cores.
+The case label shows the achieved load skew (busiest expert / mean expert load). With top-6 inside a group of 8
+experts a token uses 6 of its group's 8 experts, so no expert can exceed 8/6 = 1.33x the mean: the skewed top-6
+case is as skewed as that routing allows.
+
+On a busy shared machine every op that starts a parallel region pays a thread wake-up, so absolute ratios drop
+and swing between runs; compare ours against the peers within one run.
+
+Run: ``python bench/moe.py [--rounds 5]``. About 3-4 minutes on 2 idle cores (much longer on a loaded machine).
 """
 from __future__ import annotations
 
