@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 
@@ -44,7 +45,7 @@ def check_km_tag(units_tag: str | None, vocoder_tag: str, where: str = "units") 
 
 
 def _as_long_tensor(units, where: str) -> torch.Tensor:
-    t = units if isinstance(units, torch.Tensor) else torch.as_tensor(units)
+    t = units if isinstance(units, torch.Tensor) else torch.as_tensor(np.asarray(units))
     if t.dim() != 1:
         raise ValueError(f"{where}: units must be a 1-D sequence, got shape {tuple(t.shape)}")
     if t.numel() == 0:
@@ -107,6 +108,9 @@ def coerce_batch(items, km_tag: str | None, vocoder_tag: str, num_units: int):
     [[1, 2], [0]]
     >>> [u.tolist() for u in coerce_batch([1, 2], "k", "k", 4)]
     [[1, 2]]
+    >>> import numpy as np
+    >>> [u.tolist() for u in coerce_batch(np.array([[1, 2], [3, 0]]), "k", "k", 4)]
+    [[1, 2], [3, 0]]
     """
     if _is_single(items):
         items = [items]
@@ -117,8 +121,8 @@ def _is_single(items) -> bool:
     """True for one record, one 1-D tensor or one flat list of ints (not a batch)."""
     if isinstance(items, Mapping):
         return True
-    if isinstance(items, torch.Tensor):
-        return items.dim() == 1
+    if hasattr(items, "ndim"):  # torch.Tensor or numpy array
+        return items.ndim == 1
     return isinstance(items, Sequence) and len(items) > 0 and isinstance(items[0], int)
 
 
