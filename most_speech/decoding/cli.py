@@ -166,9 +166,9 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ..inference.interfaces import _Loaded
-    torch.set_grad_enabled(False)
-    loaded = _Loaded(args.export, args.device)
-    {"asr": _cmd_asr, "tts": _cmd_tts, "slm-pairs": _cmd_slm_pairs, "qa": _cmd_qa}[args.cmd](args, loaded)
+    with torch.no_grad():  # a context, not set_grad_enabled: main() is also called from Python
+        loaded = _Loaded(args.export, args.device)
+        {"asr": _cmd_asr, "tts": _cmd_tts, "slm-pairs": _cmd_slm_pairs, "qa": _cmd_qa}[args.cmd](args, loaded)
 
 
 if __name__ == "__main__":
