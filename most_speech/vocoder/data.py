@@ -10,13 +10,11 @@ import json
 import logging
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
-import soundfile as sf
 import torch
-import torchaudio
 
 from most_speech.data.manifest import iter_manifest, relocate
+from most_speech.audio.io import load_audio
 
 logger = logging.getLogger(__name__)
 
@@ -123,33 +121,6 @@ def join_manifest_units(manifest, unit_file, data_root=None, km_tag=None):
     if not out:
         raise ValueError(f"no manifest entry of {manifest} has units in {unit_file}")
     return out, tag
-
-
-def load_audio(path, sample_rate: int, start: float = 0.0, duration: float | None = None):
-    """Read (a segment of) a file as mono float32 at ``sample_rate``.
-
-    ``most_speech.audio.io`` did not exist when this was written; this helper uses
-    soundfile for reading and torchaudio for resampling.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np, soundfile as sf
-    >>> p = tempfile.mktemp(suffix=".wav")
-    >>> sf.write(p, np.zeros(8000, dtype="float32"), 8000)
-    >>> load_audio(p, 16000, start=0.5).shape
-    torch.Size([8000])
-    """
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise ValueError(f"{path}: cannot read audio ({err})") from err
-    first = int(round(start * info.samplerate))
-    frames = -1 if duration is None else int(round(duration * info.samplerate))
-    wav, sr = sf.read(str(path), start=first, frames=frames, dtype="float32", always_2d=True)
-    wav = torch.from_numpy(wav.mean(axis=1))
-    if sr != sample_rate:
-        wav = torchaudio.functional.resample(wav, sr, sample_rate)
-    return wav
 
 
 def aligned_pair(utt: Utterance, sample_rate: int, hop: int):

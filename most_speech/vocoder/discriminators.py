@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from speechbrain.lobes.models.HifiGAN import HifiganDiscriminator
 from torch import nn
 
@@ -52,6 +51,7 @@ class ScaledHifiganDiscriminator(HifiganDiscriminator):
 
     Examples
     --------
+    >>> import torch
     >>> d = ScaledHifiganDiscriminator(width_divisor=16)
     >>> scores, feats = d(torch.randn(2, 1, 2560))
     >>> len(scores), sum(p.numel() for p in d.parameters()) < 1_000_000

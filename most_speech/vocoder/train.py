@@ -3,7 +3,7 @@
 The hparams file (HyperPyYAML) picks the vocoder with ``vocoder_type``:
 
 - ``unit_hifigan`` (default): GAN training with :class:`VocoderBrain`, SpeechBrain
-  ``Checkpointer`` checkpoints every ``ckpt_interval_steps`` steps (a rerun resumes from
+  crash-safe ``AtomicCheckpointer`` checkpoints every ``ckpt_interval_steps`` steps (a rerun resumes from
   the latest), then export to ``export_folder``.
 - ``mean_mel``: :func:`fit_mean_mel_vocoder` (statistics only, seconds to minutes on CPU).
 

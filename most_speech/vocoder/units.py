@@ -6,9 +6,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from most_speech.audio.kmeans import KmTagMismatch
 
-class KmTagMismatchError(ValueError):
-    """Raised when units were made by another k-means model than the vocoder's."""
+
+# One exception type for every km_tag refusal in the project (k-means stores, unit LMs, vocoders).
+KmTagMismatchError = KmTagMismatch
 
 
 def check_km_tag(units_tag: str | None, vocoder_tag: str, where: str = "units") -> None:
@@ -30,7 +32,7 @@ def check_km_tag(units_tag: str | None, vocoder_tag: str, where: str = "units") 
     >>> check_km_tag("mfcc_km100", "hubert_km500")
     Traceback (most recent call last):
     ...
-    most_speech.vocoder.units.KmTagMismatchError: units: units were made with km_tag 'mfcc_km100' but this vocoder was trained on 'hubert_km500'
+    most_speech.audio.kmeans.KmTagMismatch: units: units were made with km_tag 'mfcc_km100' but this vocoder was trained on 'hubert_km500'
     """
     if units_tag is None:
         raise KmTagMismatchError(
