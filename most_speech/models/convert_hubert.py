@@ -199,7 +199,7 @@ def convert_fairseq_hubert(src: str | os.PathLike, dst: str | os.PathLike) -> Pa
 
     Examples
     --------
-    >>> # convert_fairseq_hubert("hubert_base_ls960.pt", "exp/hubert_base")   # doctest: +SKIP
+    >>> convert_fairseq_hubert("hubert_base_ls960.pt", "exp/hubert_base")   # doctest: +SKIP
     """
     src, dst = Path(src), Path(dst)
     model_cfg, task_cfg, state = load_fairseq_checkpoint(src)
