@@ -161,11 +161,14 @@ class MoSTConfig(DeepseekV2Config):
         per_group = E // n_group
         groups = self.modality_expert_groups.items() if self.use_modality_aware_routing else [("all", range(E))]
         for name, experts in groups:
-            counts = sorted((sum(1 for e in experts if e // per_group == g) for g in range(n_group)), reverse=True)
-            reachable = sum(counts[:topk_group])
-            if reachable < k:
-                raise ValueError(f"MoSTConfig: with n_group={n_group}, topk_group={topk_group} a {name!r} token can "
-                                 f"reach at most {reachable} experts, fewer than num_experts_per_tok={k}")
+            # The router keeps the topk_group groups with the best scores among the groups holding this
+            # modality's experts; whichever those are, together they must hold at least k of its experts.
+            counts = sorted(c for c in (sum(1 for e in experts if e // per_group == g) for g in range(n_group)) if c)
+            worst = sum(counts[:topk_group])
+            if worst < k:
+                raise ValueError(f"MoSTConfig: with n_group={n_group}, topk_group={topk_group} a {name!r} token may "
+                                 f"reach only {worst} of its experts, fewer than num_experts_per_tok={k}; "
+                                 f"raise topk_group or spread the {name!r} experts evenly over the groups")
 
     def _validate_layout(self) -> None:
         if not self.token_layout:
