@@ -10,7 +10,8 @@
     * ``<exp>/score/tts_<set>/summary.json``      ``most-score intelligibility`` (judge WER on synthesized and
       on the corpus's own audio);
     * ``<exp>/score/slm_<name>/summary.json``     ``most-score slm`` (pair accuracy with its 95 % CI);
-    * ``<exp>/run_info.json``                     optional free-form facts (corpus size, timings...).
+    * ``<exp>/run_info.json``                     optional free-form facts (corpus size, hardware...);
+    * ``<exp>/timings.tsv``                       ``stage<TAB>seconds<TAB>title`` lines written by run.sh.
 
 ``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense ... --results RESULTS.md``
     One row per run: parameters (total / activated per token), final losses, ASR WER.
@@ -92,6 +93,18 @@ def _last(curves: Curves, tag: str) -> str:
     return f"{curves[tag][-1][1]:.3f}" if curves.get(tag) else "-"
 
 
+def _timings(path: Path) -> List[Tuple[str, str, str]]:
+    """Last timing of each stage in run.sh's ``timings.tsv``, in stage order."""
+    if not path.is_file():
+        return []
+    last = {}
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+            last[int(parts[0])] = (parts[0], parts[1], parts[2])
+    return [last[k] for k in sorted(last)]
+
+
 def _asr_rows(score_dir: Path) -> List[str]:
     rows = []
     for summary in sorted(score_dir.glob("asr_*/summary.json")):
@@ -139,6 +152,11 @@ def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Res
     for caption, head, rule, rows in tables:
         if rows:
             out += [f"**{caption}**", "", head, rule, *rows, ""]
+    timings = _timings(exp / "timings.tsv")
+    if timings:
+        out += ["**Wall time per stage** (this run)", "", "| stage | what | seconds |", "|---:|---|---:|"]
+        out += [f"| {n} | {title} | {sec} |" for n, sec, title in timings]
+        out += [f"| | total | {sum(int(sec) for _, sec, _ in timings)} |", ""]
     loss_tags = sorted(t for t in curves if re.fullmatch(r"(train|valid)/loss/\w+", t))
     if loss_tags:
         out += ["**Final losses** (nats/token)", "", "| series | last value | at step |", "|---|---:|---:|"]

@@ -138,14 +138,14 @@ def write_task_manifests(out_dir, train_manifest, units_path, tokenizer_dir, val
     num_units = num_units or int(max(int(u.max()) for u in units.values() if len(u))) + 1
     feats = FeatureReader(feats_dir) if feats_dir else None
     extra = _read_lines(lm_text) if lm_text else []
-    train = read_manifest(train_manifest, required=("id", "text")).entries
+    train = read_manifest(train_manifest, required=("id", "text")).entries()
     tok = ensure_tokenizer(tokenizer_dir, [e["text"] for e in train] + extra, vocab_size, num_units)
     if tok.layout.num_units < num_units:
         raise ValueError(f"{units_path}: units go up to {num_units - 1} but the tokenizer has "
                          f"{tok.layout.num_units} unit tokens")
     splits = {"train": task_entries(train, units, feats, frame_stack, extra)}
     if valid_manifest:
-        splits["dev"] = task_entries(read_manifest(valid_manifest, required=("id", "text")).entries,
+        splits["dev"] = task_entries(read_manifest(valid_manifest, required=("id", "text")).entries(),
                                         units, feats, frame_stack)
     paths, stats = {}, {"km_tag": units.km_tag, "num_units": num_units, "vocab_size": tok.vocab_size}
     for split, tasks in splits.items():

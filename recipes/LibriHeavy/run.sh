@@ -62,23 +62,22 @@ tts_limit=100
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
 results=RESULTS.md
+evals="asr tts slm"       # what stages 9-10 decode and score (slm: mini only)
 
 parse_options "$@"
 
 if true_value "$mini"; then
   # The mini run: everything from the generated corpus on CPU, light features (no HuBERT weights offline).
-  [ -z "$libriheavy_dir" ] && libriheavy_dir=$datadir/mini_corpus
+  # These are its defaults; options given on the command line still win (second parse_options).
+  libriheavy_dir=$datadir/mini_corpus
   encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4; text_form=normalized
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
+  parse_options "$@"
 fi
 [ -n "$libriheavy_dir" ] || die "give --libriheavy_dir (or --mini true)"
 data_root=${data_root:-$libriheavy_dir}
 tokenizer_dir=${tokenizer_dir:-${init_dir:-$datadir/tokenizer}}
 exp=$expdir/$tag
-feats=$dumpdir/feats/all
-units=$dumpdir/units/all.jsonl
-km=$expdir/kmeans/kmeans.safetensors
-export=$exp/export
 mkdir -p "$exp"
 timings=$exp/timings.tsv
 finish() { printf '%s\t%s\t%s\n' "$1" "$(stage_time)" "$2" >> "$timings"; log "Stage $1 done in $(stage_time) s"; }
@@ -132,128 +131,10 @@ if run_stage 2 "filter / normalise"; then
       most-prepare-data filter --in "$(manifest_of "$s")" --out "$datadir/$s.jsonl" --min-dur "$min_dur" \
         --max-dur "$max_dur" --stats-json "$datadir/filtered/$s.stats.json"
     done
-    # one manifest over every split: features and units are stored by utterance id
-    for s in $train_split $dev_split $test_sets; do cat "$datadir/$s.jsonl"; done > "$datadir/.all.jsonl.tmp"
-    mv "$datadir/.all.jsonl.tmp" "$datadir/all.jsonl"
     mark_done "$datadir/filtered"
   fi
   finish 2 "filter / normalise"
 fi
 
-if run_stage 3 "encoder features ($encoder)"; then
-  if ! is_done "$feats"; then
-    enc_opts=(--encoder "$encoder")
-    [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
-    # shards run one after the other here; on a cluster, submit one job per --rank
-    for ((r = 0; r < nj; r++)); do
-      most-dump-features --manifest "$datadir/all.jsonl" --data-root "$data_root" "${enc_opts[@]}" \
-        --device "${device%%:*}" --nj "$nj" --rank "$r" --out "$feats"
-    done
-    mark_done "$feats"
-  fi
-  finish 3 "encoder features"
-fi
-
-if run_stage 4 "learn k-means (K=$nclusters)"; then
-  if [ ! -f "$km" ]; then
-    most-learn-kmeans --feats "$feats" --k "$nclusters" --out "$km" --max-frames "$km_max_frames"
-  fi
-  finish 4 "learn k-means"
-fi
-
-if run_stage 5 "units for all splits"; then
-  if ! is_done "$dumpdir/units"; then
-    most-dump-units --feats "$feats" --km "$km" --out "$units"
-    mark_done "$dumpdir/units"
-  fi
-  finish 5 "units"
-fi
-
-km_tag=$( [ -f "${units%.jsonl}.km_tag" ] && cat "${units%.jsonl}.km_tag" || true)
-
-if run_stage 6 "tokenizer + token layout + task manifests"; then
-  if ! is_done "$datadir/tasks"; then
-    lm_opts=()
-    if true_value "$mini"; then
-      python3 -m most_speech.recipes.mini lm-text --num "$mini_lm_sentences" --out "$datadir/lm_text.txt"
-      lm_opts=(--lm-text "$datadir/lm_text.txt")
-    fi
-    python3 -m most_speech.recipes.tasks --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" \
-      --units "$units" --feats "$feats" --frame-stack "$frame_stack" --tokenizer-dir "$tokenizer_dir" \
-      --vocab-size "$vocab_size" --num-units "$nclusters" --out "$datadir/tasks" "${lm_opts[@]}"
-    mark_done "$datadir/tasks"
-  fi
-  finish 6 "tokenizer + task manifests"
-fi
-
-if run_stage 7 "unit vocoder ($vocoder_hparams)"; then
-  if [ ! -f "$expdir/vocoder/vocoder/config.json" ]; then
-    run_logged "$expdir/vocoder/log.txt" most-train-vocoder "$vocoder_hparams" --output_folder="$expdir/vocoder" \
-      --train_manifest="$datadir/$train_split.jsonl" --train_units="$units" --km_tag="$km_tag" \
-      --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device"
-  fi
-  finish 7 "vocoder"
-fi
-
-if run_stage 8 "train ($hparams)"; then
-  args=("$hparams" --output_folder="$exp/train" --data_folder="$datadir" --tokenizer_dir="$tokenizer_dir"
-        --audio_features_store="$feats" --data_root="$data_root")
-  [ -n "$init_dir" ] && args+=(--init_from="$init_dir")
-  if [ "$ngpu" -gt 1 ]; then
-    launcher=(torchrun --standalone --nproc_per_node="$ngpu")
-  else
-    launcher=(python3); args+=(--device="$device")
-  fi
-  # shellcheck disable=SC2206
-  run_logged "$exp/train_stdout.log" "${launcher[@]}" train.py "${args[@]}" $train_args
-  finish 8 "train"
-fi
-
-if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
-  enc_opts=(--encoder "$encoder")
-  [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
-  most-export "$exp/train/model" "$export" --speech-input continuous "${enc_opts[@]}" --kmeans "$km" \
-    --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite
-  for s in $test_sets; do
-    most-decode asr "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$decode_limit" \
-      --device "$device" --out "$exp/decode/asr_$s/hyp.jsonl"
-  done
-  s=${test_sets%% *}
-  most-decode tts "$export" --manifest "$datadir/$s.jsonl" --limit "$tts_limit" --device "$device" \
-    --out-dir "$exp/decode/tts_$s"
-  python3 -m most_speech.recipes.tts_eval --synth "$exp/decode/tts_$s/synth.jsonl" --manifest "$datadir/$s.jsonl" \
-    --data-root "$data_root" --clips-dir "$exp/decode/tts_$s/real" --out "$exp/decode/tts_$s/intelligibility.jsonl"
-  if true_value "$mini"; then   # word vs pseudoword over the mini vocabulary, spoken by a held-out voice
-    if [ ! -f "$datadir/slm_swuggy/pairs.csv" ]; then
-      python3 -m most_speech.recipes.mini words --out "$datadir/slm_swuggy/words.txt"
-      most-score build-swuggy --words "$datadir/slm_swuggy/words.txt" --voice "$slm_voice" --out "$datadir/slm_swuggy"
-    fi
-    most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
-      --out "$exp/decode/slm_swuggy/pairs.jsonl"
-  fi
-  finish 9 "decode"
-fi
-
-if run_stage 10 "score"; then
-  for s in $test_sets; do
-    most-score wer --ref "$datadir/$s.jsonl" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
-  done
-  s=${test_sets%% *}
-  most-score intelligibility --manifest "$exp/decode/tts_$s/intelligibility.jsonl" --judge "$judge" \
-    --out "$exp/score/tts_$s"
-  for p in "$exp"/decode/slm_*/pairs.jsonl; do
-    [ -f "$p" ] || continue
-    name=$(basename "$(dirname "$p")")
-    bos=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bos_id'])" "$export/tokenizer/token_layout.json")
-    most-score slm --pairs "$p" --model "$export/model" --bos-id "$bos" --device "$device" --out "$exp/score/$name"
-  done
-  finish 10 "score"
-fi
-
-if run_stage 11 "export + $results"; then
-  python3 -m most_speech.recipes.report results --exp "$exp" --results "$results" --section "$tag" \
-    --title "$tag: $(basename "$hparams") on $( true_value "$mini" && echo "the mini corpus" || echo "LibriHeavy $train_split")"
-  log "inference export: $export (most-transcribe / most-synthesize / MoSTASR.from_pretrained)"
-  finish 11 "export + results"
-fi
+. ../../tools/most_stages.sh
 log "done: stages $stage..$stop_stage"

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Stage-1 MoST on one language of a Common Voice release (TSVs + mp3 clips), or on the mini corpus's Common
+# Voice copy with --mini true. Stages 3-11 are the shared ones (tools/most_stages.sh).
+#
+#   bash run.sh --mini true                                      # mini corpus, CPU, fbank features
+#   bash run.sh --cv_dir /data/cv-corpus-17.0 --lang en \        # full: <cv_dir>/<lang>/{train,dev,test}.tsv
+#       --hubert_dir exp/mhubert25 --init_dir exp/most_init --hparams ../LibriHeavy/hparams/stage1.yaml
+#
+# Stages: 0 check inputs (mini: make the corpus), 1 prepare manifests (most-prepare-data commonvoice),
+# 2 filter by duration / empty text, 3-11 features, k-means, units, tokenizer + task manifests, vocoder,
+# training, decoding, scoring, RESULTS.md (see tools/most_stages.sh).
+set -euo pipefail
+cd "$(dirname "$0")"
+. ../../tools/recipe_utils.sh
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/'; }
+
+stage=0
+stop_stage=11
+mini=false
+datadir=data
+dumpdir=dump
+expdir=exp
+nj=2
+device=cpu
+ngpu=0
+cv_dir=                   # Common Voice release folder holding <lang>/
+lang=en
+data_root=                # what {data_root} stands for (default: --cv_dir)
+train_split=train
+dev_split=dev
+test_sets=test
+min_dur=0.5
+max_dur=20
+mini_num_train=1500
+mini_num_dev=100
+mini_num_test=100
+mini_lm_sentences=20000
+lm_text=                  # optional extra text-LM sentences, one a line
+encoder=hubert
+hubert_dir=
+hubert_layer=11
+nclusters=500
+km_max_frames=1000000
+hparams=../LibriHeavy/hparams/stage1.yaml   # the stage-1 configs are corpus-independent
+tokenizer_dir=
+init_dir=
+vocab_size=1000
+frame_stack=1
+vocoder_hparams=../LibriHeavy/hparams/vocoder_mean_mel.yaml
+unit_rate=50
+train_args=
+tag=stage1_cv
+decode_limit=0
+tts_limit=100
+judge=whisper
+slm_voice=flite:awb
+results=RESULTS.md
+evals="asr tts slm"
+
+parse_options "$@"
+if true_value "$mini"; then   # mini defaults; command-line options still win
+  cv_dir=$datadir/mini_corpus/commonvoice
+  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4
+  hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
+  parse_options "$@"
+fi
+[ -n "$cv_dir" ] || die "give --cv_dir (or --mini true)"
+data_root=${data_root:-$cv_dir}
+tokenizer_dir=${tokenizer_dir:-${init_dir:-$datadir/tokenizer}}
+exp=$expdir/$tag
+mkdir -p "$exp"
+timings=$exp/timings.tsv
+finish() { printf '%s\t%s\t%s\n' "$1" "$(stage_time)" "$2" >> "$timings"; log "Stage $1 done in $(stage_time) s"; }
+require_cmd most-prepare-data most-dump-features most-learn-kmeans most-dump-units most-train-vocoder \
+  most-export most-decode most-score
+
+if run_stage 0 "check inputs"; then
+  if true_value "$mini" && ! is_done "$datadir/mini_corpus"; then
+    require_cmd most-make-mini-corpus espeak-ng flite ffmpeg
+    most-make-mini-corpus "$datadir/mini_corpus" --num-train "$mini_num_train" --num-dev "$mini_num_dev" \
+      --num-test "$mini_num_test" --jobs "$nj" --formats commonvoice
+    mark_done "$datadir/mini_corpus"
+  fi
+  for s in $train_split $dev_split $test_sets; do
+    require "$cv_dir/$lang/$s.tsv"
+  done
+  [ "$encoder" != hubert ] || [ -d "$hubert_dir" ] || die "--encoder hubert needs --hubert_dir (most-convert-hubert)"
+  finish 0 "check inputs"
+fi
+
+if run_stage 1 "prepare manifests (Common Voice $lang)"; then
+  if ! is_done "$datadir/manifests"; then
+    most-prepare-data commonvoice --cv-dir "$cv_dir" --lang "$lang" --out "$datadir/manifests" \
+      --splits $train_split $dev_split $test_sets --data-root "$data_root"
+    mark_done "$datadir/manifests"
+  fi
+  finish 1 "prepare manifests"
+fi
+
+if run_stage 2 "filter"; then
+  if ! is_done "$datadir/filtered"; then
+    for s in $train_split $dev_split $test_sets; do
+      most-prepare-data filter --in "$datadir/manifests/commonvoice_${lang}_$s.jsonl" --out "$datadir/$s.jsonl" \
+        --min-dur "$min_dur" --max-dur "$max_dur" --stats-json "$datadir/filtered/$s.stats.json"
+    done
+    mark_done "$datadir/filtered"
+  fi
+  finish 2 "filter"
+fi
+
+. ../../tools/most_stages.sh
+log "done: stages $stage..$stop_stage"

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Stages 3-11 shared by every most_speech recipe (ESPnet's TEMPLATE/asr.sh idea): sourced by a recipe's
+# run.sh after its corpus-specific stages 0-2 wrote $datadir/<split>.jsonl for the splits
+# $train_split $dev_split $test_sets (JSONL manifests: id, audio with {data_root}, start/duration, text).
+#
+# Stages: 3 encoder features (all splits, by utterance id), 4 k-means, 5 units, 6 tokenizer + token layout +
+# task manifests, 7 unit vocoder, 8 train ($train_py $hparams), 9 decode on an inference export (ASR on every
+# test set, TTS on the first, spoken-LM pairs in mini mode), 10 score, 11 RESULTS.md section "$tag".
+# Variables it reads (the recipe defines them as options): see recipes/LibriHeavy/run.sh.
+
+feats=$dumpdir/feats/all
+units=$dumpdir/units/all.jsonl
+km=$expdir/kmeans/kmeans.safetensors
+exp=$expdir/$tag
+export=$exp/export
+train_py=${train_py:-train.py}
+lm_text=${lm_text:-}
+
+if [ "$stop_stage" -ge 3 ] && [ "$stage" -le 5 ] && [ ! -f "$datadir/all.jsonl" ]; then
+  # one manifest over every split: features and units are stored by utterance id
+  for s in $train_split $dev_split $test_sets; do cat "$datadir/$s.jsonl"; done > "$datadir/.all.jsonl.tmp"
+  mv "$datadir/.all.jsonl.tmp" "$datadir/all.jsonl"
+fi
+
+if run_stage 3 "encoder features ($encoder)"; then
+  if ! is_done "$feats"; then
+    enc_opts=(--encoder "$encoder")
+    [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
+    # shards run one after the other here; on a cluster, submit one job per --rank
+    for ((r = 0; r < nj; r++)); do
+      most-dump-features --manifest "$datadir/all.jsonl" --data-root "$data_root" "${enc_opts[@]}" \
+        --device "${device%%:*}" --nj "$nj" --rank "$r" --out "$feats"
+    done
+    mark_done "$feats"
+  fi
+  finish 3 "encoder features"
+fi
+
+if run_stage 4 "learn k-means (K=$nclusters)"; then
+  if [ ! -f "$km" ]; then
+    most-learn-kmeans --feats "$feats" --k "$nclusters" --out "$km" --max-frames "$km_max_frames"
+  fi
+  finish 4 "learn k-means"
+fi
+
+if run_stage 5 "units for all splits"; then
+  if ! is_done "$dumpdir/units"; then
+    most-dump-units --feats "$feats" --km "$km" --out "$units"
+    mark_done "$dumpdir/units"
+  fi
+  finish 5 "units"
+fi
+
+km_tag=$( [ -f "${units%.jsonl}.km_tag" ] && cat "${units%.jsonl}.km_tag" || true)
+
+if run_stage 6 "tokenizer + token layout + task manifests"; then
+  if ! is_done "$datadir/tasks"; then
+    lm_opts=()
+    if true_value "$mini" && [ -z "$lm_text" ]; then
+      lm_text=$datadir/lm_text.txt
+      python3 -m most_speech.recipes.mini lm-text --num "$mini_lm_sentences" --out "$lm_text"
+    fi
+    [ -n "$lm_text" ] && lm_opts=(--lm-text "$lm_text")
+    python3 -m most_speech.recipes.tasks --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" \
+      --units "$units" --feats "$feats" --frame-stack "$frame_stack" --tokenizer-dir "$tokenizer_dir" \
+      --vocab-size "$vocab_size" --num-units "$nclusters" --out "$datadir/tasks" "${lm_opts[@]}"
+    mark_done "$datadir/tasks"
+  fi
+  finish 6 "tokenizer + task manifests"
+fi
+
+if run_stage 7 "unit vocoder ($vocoder_hparams)"; then
+  # units come from the TTS task manifest: its records carry the km_tag the vocoder reader checks per line
+  if [ ! -f "$expdir/vocoder/vocoder/config.json" ]; then
+    run_logged "$expdir/vocoder/log.txt" most-train-vocoder "$vocoder_hparams" --output_folder="$expdir/vocoder" \
+      --train_manifest="$datadir/$train_split.jsonl" --train_units="$datadir/tasks/tts_train.jsonl" --km_tag="$km_tag" \
+      --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device"
+  fi
+  finish 7 "vocoder"
+fi
+
+if run_stage 8 "train ($hparams)"; then
+  args=("$hparams" --output_folder="$exp/train" --data_folder="$datadir" --tokenizer_dir="$tokenizer_dir"
+        --audio_features_store="$feats" --data_root="$data_root")
+  [ -n "$init_dir" ] && args+=(--init_from="$init_dir")
+  if [ "$ngpu" -gt 1 ]; then
+    launcher=(torchrun --standalone --nproc_per_node="$ngpu")
+  else
+    launcher=(python3); args+=(--device="$device")
+  fi
+  # shellcheck disable=SC2206
+  run_logged "$exp/train_stdout.log" "${launcher[@]}" "$train_py" "${args[@]}" $train_args
+  finish 8 "train"
+fi
+
+if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
+  enc_opts=(--encoder "$encoder")
+  [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
+  most-export "$exp/train/model" "$export" --speech-input continuous "${enc_opts[@]}" --kmeans "$km" \
+    --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite
+  for s in $test_sets; do
+    [[ " $evals " == *" asr "* ]] || continue
+    most-decode asr "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$decode_limit" \
+      --device "$device" --out "$exp/decode/asr_$s/hyp.jsonl"
+  done
+  s=${test_sets%% *}
+  if [[ " $evals " == *" tts "* ]]; then
+    most-decode tts "$export" --manifest "$datadir/$s.jsonl" --limit "$tts_limit" --device "$device" \
+      --out-dir "$exp/decode/tts_$s"
+    python3 -m most_speech.recipes.tts_eval --synth "$exp/decode/tts_$s/synth.jsonl" \
+      --manifest "$datadir/$s.jsonl" --data-root "$data_root" --clips-dir "$exp/decode/tts_$s/real" \
+      --out "$exp/decode/tts_$s/intelligibility.jsonl"
+  fi
+  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, both spoken by a held-out voice
+  if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
+    if [ ! -f "$datadir/slm_swuggy/pairs.csv" ]; then
+      python3 -m most_speech.recipes.mini words --out "$datadir/slm_swuggy/words.txt"
+      most-score build-swuggy --words "$datadir/slm_swuggy/words.txt" --voice "$slm_voice" --out "$datadir/slm_swuggy"
+    fi
+    most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
+      --out "$exp/decode/slm_swuggy/pairs.jsonl"
+  fi
+  finish 9 "decode"
+fi
+
+if run_stage 10 "score"; then
+  for s in $test_sets; do
+    [ -f "$exp/decode/asr_$s/hyp.jsonl" ] || continue
+    most-score wer --ref "$datadir/$s.jsonl" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
+  done
+  s=${test_sets%% *}
+  if [ -f "$exp/decode/tts_$s/intelligibility.jsonl" ]; then
+    most-score intelligibility --manifest "$exp/decode/tts_$s/intelligibility.jsonl" --judge "$judge" \
+      --out "$exp/score/tts_$s"
+  fi
+  for p in "$exp"/decode/slm_*/pairs.jsonl; do
+    [ -f "$p" ] || continue
+    name=$(basename "$(dirname "$p")")
+    bos=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bos_id'])" "$export/tokenizer/token_layout.json")
+    most-score slm --pairs "$p" --model "$export/model" --bos-id "$bos" --device "$device" --out "$exp/score/$name"
+  done
+  finish 10 "score"
+fi
+
+if run_stage 11 "export + $results"; then
+  python3 -m most_speech.recipes.report results --exp "$exp" --results "$results" --section "$tag" \
+    --title "$tag: $(basename "$hparams") on $( true_value "$mini" && echo "the mini corpus" || echo "LibriHeavy $train_split")"
+  log "inference export: $export (most-transcribe / most-synthesize / MoSTASR.from_pretrained)"
+  finish 11 "export + results"
+fi
