@@ -80,9 +80,11 @@ def export_main(argv=None) -> None:
     tokenizer = MoSTTokenizer.from_pretrained(a.tokenizer_dir or a.model_dir)
     kmeans = KMeansQuantizer.load(a.kmeans, device="cpu") if a.kmeans else None
     vocoder = load_vocoder(a.vocoder) if a.vocoder else None
-    tags = {t for t in (kmeans and kmeans.km_tag, vocoder and vocoder.km_tag) if t}
+    named = {"model": getattr(model.config, "km_tag", None), "k-means": kmeans and kmeans.km_tag,
+             "vocoder": vocoder and vocoder.km_tag}
+    tags = {t for t in named.values() if t}
     if len(tags) > 1:
-        p.error(f"the k-means ({kmeans.km_tag}) and the vocoder ({vocoder.km_tag}) disagree on km_tag")
+        p.error("the pieces disagree on km_tag: " + ", ".join(f"{k} {v}" for k, v in named.items() if v))
     encoder = {"kind": a.encoder}
     if a.encoder_layer is not None:
         encoder["layer"] = a.encoder_layer

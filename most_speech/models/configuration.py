@@ -54,6 +54,9 @@ class MoSTConfig(DeepseekV2Config):
         Consecutive encoder frames concatenated before the projection (1: none; 2 halves the frame rate).
     audio_projector_type : str
         ``"linear"`` (MoST) or ``"mlp"`` (linear, GELU, linear).
+    km_tag : str or None
+        The k-means model whose units the unit tokens stand for (``encoder-Llayer-kmK-fingerprint``). Set by
+        training from its data; unit data of another tag, or a vocoder of another tag, is refused.
 
     Examples
     --------
@@ -75,6 +78,7 @@ class MoSTConfig(DeepseekV2Config):
     audio_feature_dim: Optional[int] = None
     audio_frame_stack: int = 1
     audio_projector_type: str = "linear"
+    km_tag: Optional[str] = None
 
     def __post_init__(self, **kwargs):
         text = kwargs.pop("text_expert_indices", None)

@@ -100,6 +100,49 @@ def task_specs(tasks: Mapping[str, Mapping]) -> List[TaskSpec]:
     return out
 
 
+UNIT_FIELDS = ("units", "question_units", "answer_units")
+
+
+def data_km_tag(specs: Sequence[TaskSpec], expected: Optional[str] = None) -> Optional[str]:
+    """The one ``km_tag`` of every manifest entry that carries units (None when no entry has units).
+
+    Entries with units but no ``km_tag``, or two different tags, raise :class:`DataError` naming the file,
+    line and id; a tag other than ``expected`` (the model's) raises ``KmTagMismatch``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "tts.jsonl"
+    >>> _ = p.write_text('{"id": "a", "text": "hi", "units": [1, 2], "km_tag": "mfcc-km8-0a1b2c3d"}\\n')
+    >>> data_km_tag([TaskSpec("tts", "tts", str(p))])
+    'mfcc-km8-0a1b2c3d'
+    """
+    from most_speech.audio.kmeans import check_km_tag
+
+    seen: Dict[str, str] = {}
+    for spec in specs:
+        for lineno, raw in _read_lines(spec.manifest):
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # reported with its line by the item validation
+            if not isinstance(entry, dict) or not any(k in entry for k in UNIT_FIELDS):
+                continue
+            where = f"{spec.manifest}, line {lineno}, id {entry.get('id')!r}"
+            tag = entry.get("km_tag")
+            if not tag:
+                raise DataError(f"{where}: entry has units but no km_tag (which k-means model made them?)")
+            if seen and tag not in seen:
+                first = next(iter(seen))
+                raise DataError(f"{where}: km_tag {tag!r} differs from {first!r} ({seen[first]}); one model's unit "
+                                f"tokens stand for one k-means model")
+            seen.setdefault(tag, where)
+    tag = next(iter(seen), None)
+    if tag is not None and expected is not None:
+        check_km_tag(expected, tag, "model")
+    return tag
+
+
 # ------------------------------------------------------------------------------------------------ validation
 def _check_audio(entry: dict, data_root: Optional[str], feature_keys) -> Optional[str]:
     """Reason why the entry's audio is unusable, or None."""

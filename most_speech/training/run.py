@@ -38,8 +38,8 @@ from most_speech.data.collate import Collator
 from most_speech.data.templates import TaskTemplates, TemplateConfig
 from most_speech.training.brain import MoSTBrain
 from most_speech.training.checkpoints import AtomicCheckpointer, RNGState
-from most_speech.training.data import (SPEECH_INPUT_TASKS, BatchList, MixedBatchStream, load_training_examples,
-                                       make_batches, task_specs)
+from most_speech.training.data import (SPEECH_INPUT_TASKS, BatchList, MixedBatchStream, data_km_tag,
+                                       load_training_examples, make_batches, task_specs)
 from most_speech.training.features import HubertFeatures, StoreFeatures
 from most_speech.training.monitor import TrainingMonitor
 
@@ -201,6 +201,10 @@ def train(hparams: dict, run_opts=None) -> MoSTBrain:
     model = build_model(hparams.get("init_from"), hparams.get("model_config"), tokenizer.layout,
                         gradient_checkpointing=bool(hparams.get("gradient_checkpointing", False)))
     specs = task_specs(hparams["tasks"])
+    all_specs = specs + task_specs(hparams.get("valid_tasks") or {})
+    km_tag = data_km_tag(all_specs, expected=model.config.km_tag or hparams.get("km_tag"))
+    if km_tag is not None:
+        model.config.km_tag = km_tag  # recorded in the exported config: vocoders of another tag are refused
     feature_source = _feature_source(hparams, specs)
     stream, valid_loader = build_streams(hparams, tokenizer, feature_source)
     epochs = int(hparams["number_of_epochs"])

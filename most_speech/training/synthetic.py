@@ -23,6 +23,10 @@ def _sentences(rng: np.random.Generator, n: int, min_words: int, max_words: int)
     return [list(rng.choice(WORDS, size=int(rng.integers(min_words, max_words + 1)))) for _ in range(n)]
 
 
+#: k-means tag of the synthetic lexicon's "units" (no k-means model made them; the tag names the lexicon).
+SYNTHETIC_KM_TAG = "synthetic-lexicon-km"
+
+
 def make_synthetic_corpus(folder, num_utterances: int = 64, num_units: int = 20, seed: int = 0,
                           min_words: int = 2, max_words: int = 5, text_vocab_size: int = 60,
                           valid_utterances: int = 0) -> Dict[str, Path]:
@@ -56,7 +60,8 @@ def make_synthetic_corpus(folder, num_utterances: int = 64, num_units: int = 20,
         speech = []
         for i, words in enumerate(_sentences(rng, count, min_words, max_words)):
             units = [u for w in words for u in lexicon[w] for _ in range(int(rng.integers(1, 3)))]
-            speech.append({"id": f"{prefix}utt{i:05d}", "text": " ".join(words), "units": units})
+            speech.append({"id": f"{prefix}utt{i:05d}", "text": " ".join(words), "units": units,
+                           "km_tag": SYNTHETIC_KM_TAG})
         texts = [{"id": f"{prefix}txt{i:05d}", "text": " ".join(w)}
                  for i, w in enumerate(_sentences(rng, count, min_words, max_words + 3))]
         for task, entries in (("asr", speech), ("tts", speech), ("text_lm", texts)):

@@ -60,6 +60,7 @@ def test_tiny_training_loss_falls_and_logs(corpus, tmp_path):
     from transformers import AutoModelForCausalLM
 
     exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+    assert exported.config.km_tag == "synthetic-lexicon-km"  # the units' k-means tag travels with the model
     for (name, a), b in zip(brain.model.state_dict().items(), exported.state_dict().values()):
         assert torch.equal(a, b), name
 

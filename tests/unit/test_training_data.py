@@ -146,3 +146,27 @@ def test_make_batches_respects_budget():
     batches = make_batches(exs, max_tokens=40, seed=1)
     assert sorted(e.id for b in batches for e in b) == sorted(e.id for e in exs)
     assert all(len(b) * max(len(e) for e in b) <= 40 for b in batches)
+
+
+def test_unit_data_must_share_one_km_tag_equal_to_the_models(tmp_path):
+    import pytest as _pytest
+
+    from most_speech.audio.kmeans import KmTagMismatch
+    from most_speech.training.data import DataError, TaskSpec, data_km_tag
+
+    def manifest(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows))
+        return TaskSpec(name, "tts", str(path))
+
+    good = manifest("a.jsonl", [{"id": "a", "text": "x", "units": [1], "km_tag": "mfcc-L0-km8-aaaa"},
+                                {"id": "t", "text": "no units here"}])
+    assert data_km_tag([good]) == "mfcc-L0-km8-aaaa"
+    with _pytest.raises(KmTagMismatch, match="units were made with km_tag mfcc-L0-km8-aaaa but the model expects"):
+        data_km_tag([good], expected="hubert_base-L11-km500-bbbb")
+    other = manifest("b.jsonl", [{"id": "b", "text": "x", "units": [2], "km_tag": "mfcc-L0-km8-cccc"}])
+    with _pytest.raises(DataError, match=r"b.jsonl, line 1, id 'b': km_tag 'mfcc-L0-km8-cccc' differs"):
+        data_km_tag([good, other])
+    untagged = manifest("c.jsonl", [{"id": "c", "text": "x", "units": [2]}])
+    with _pytest.raises(DataError, match="id 'c': entry has units but no km_tag"):
+        data_km_tag([untagged])
