@@ -1,4 +1,4 @@
-"""Shared pytest set-up for the most_speech test suite."""
+"""Shared pytest set-up for the most_speech test suite and the docstring examples."""
 import os
 import sys
 

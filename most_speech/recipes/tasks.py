@@ -109,7 +109,7 @@ def task_entries(entries: Sequence[dict], units, feats=None, frame_stack: int = 
         if len(kept) < len(with_units):
             logger.warning("%d utterances have no features and are left out", len(with_units) - len(kept))
         with_units = [{**e, "num_frames": _frames(feats, e["id"], frame_stack)} for e in kept]
-    asr = [{k: v for k, v in e.items() if k != "km_tag"} for e in with_units]
+    asr = list(with_units)  # units keep their km_tag: training checks one tag across all unit data
     tts = [{"id": e["id"], "text": e["text"], "units": e["units"], "km_tag": e["km_tag"]} for e in with_units]
     text_lm = [{"id": e["id"], "text": e["text"]} for e in with_units]
     text_lm += [{"id": f"{prefix}lm{i:07d}", "text": t} for i, t in enumerate(extra_text)]
