@@ -19,6 +19,7 @@ Run: ``python bench/moe.py [--rounds 5]``. About 3-4 minutes on 2 idle cores (mu
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -145,10 +146,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skew", type=float, default=4.0, help="router bias for the skewed case")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads (the target setting is 2; 1 gives steadier ratios on a busy machine)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(f"MoE layer throughput as a fraction of a same-FLOPs dense SwiGLU (higher is better); "
-          f"{B}x{T} tokens, H={H}, I={I}, E={E} (8 text / 8 audio), shared={SHARED}, fp32, 2 threads, "
+          f"{B}x{T} tokens, H={H}, I={I}, E={E} (8 text / 8 audio), shared={SHARED}, fp32, {args.threads} thread(s), "
           f"median of {args.rounds} interleaved rounds")
     print(f"{'case':<16}{'mode':<9}{'ours':>8}{'hf_eager':>10}{'hf_grouped':>12}  checks")
     failures = 0
@@ -165,6 +168,8 @@ def main(argv=None) -> int:
                 text = ", ".join(f"{label}: {'PASS' if ok else 'FAIL'}" for label, ok in checks)
                 print(f"{case:<16}{mode:<9}{ours:>8.2f}{eager:>10.2f}{grouped:>12.2f}  {text}", flush=True)
     print("all targets met" if not failures else f"{failures} target(s) missed")
+    print(f"load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (ratios drift when it "
+          f"exceeds the thread count)")
     return 0
 
 
