@@ -1,0 +1,151 @@
+"""most_speech.recipes: task manifests, mini-grammar text, TTS-eval manifest, SmolTalk data, RESULTS.md."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from most_speech.audio.store import FeatureWriter, UnitWriter
+from most_speech.data.mini_corpus import split_of
+from most_speech.recipes import mini, report, smoltalk, tasks, tts_eval
+
+
+def _jsonl(path: Path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _read(path: Path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    """Train/dev manifests, a unit store and a feature store keyed by id (one train id lacks features)."""
+    rng = np.random.default_rng(0)
+    words = "the red cat sees a big dog near blue house".split()
+    rows = {s: [{"id": f"{s}-{i}", "audio": f"{{data_root}}/{s}{i}.flac", "duration": 1.0,
+                 "text": " ".join(rng.choice(words, 4))} for i in range(n)] for s, n in (("train", 12), ("dev", 3))}
+    _jsonl(tmp_path / "train.jsonl", rows["train"])
+    _jsonl(tmp_path / "dev.jsonl", rows["dev"])
+    with UnitWriter(tmp_path / "units.jsonl", "fbank-km16-test") as w:
+        for r in rows["train"] + rows["dev"]:
+            w.write(r["id"], rng.integers(0, 16, 20))
+    (tmp_path / "feats").mkdir()
+    with FeatureWriter(tmp_path / "feats" / "feats.0-of-1") as w:
+        for r in rows["train"][1:] + rows["dev"]:
+            w.write(r["id"], rng.standard_normal((37, 8)).astype(np.float32))
+    return tmp_path
+
+
+def test_task_manifests_join_units_and_frames_by_id(prepared, tmp_path):
+    lm = tmp_path / "lm.txt"
+    lm.write_text("a cat near the house\nthe dog sees a cat\n")
+    paths = tasks.write_task_manifests(tmp_path / "tasks", prepared / "train.jsonl", prepared / "units.jsonl",
+                                       tmp_path / "tok", prepared / "dev.jsonl", prepared / "feats",
+                                       frame_stack=4, lm_text=lm, vocab_size=30, num_units=16)
+    assert sorted(paths) == sorted(f"{t}_{s}" for t in ("asr", "tts", "text_lm") for s in ("train", "dev"))
+    asr = _read(paths["asr_train"])
+    units = {r["id"]: r["units"] for r in _read(prepared / "units.jsonl")}
+    assert [r["id"] for r in asr] == [f"train-{i}" for i in range(1, 12)]  # train-0 has no features
+    assert all(r["num_frames"] == 10 and r["units"] == units[r["id"]] and r["km_tag"] == "fbank-km16-test"
+               for r in asr)  # ceil(37 / 4)
+    tts = _read(paths["tts_train"])
+    assert set(tts[0]) == {"id", "text", "units", "km_tag"}
+    assert [r["text"] for r in _read(paths["text_lm_train"])][-2:] == ["a cat near the house", "the dog sees a cat"]
+    assert len(_read(paths["asr_dev"])) == 3
+    stats = json.loads((tmp_path / "tasks" / "stats.json").read_text())
+    assert stats["num_units"] == 16 and stats["asr_train"] == 11
+    # the trained tokenizer is reused, and one with too few unit tokens is refused
+    tok = tasks.ensure_tokenizer(tmp_path / "tok", [], vocab_size=30, num_units=16)
+    assert tok.layout.num_units == 16
+    with pytest.raises(ValueError, match="unit tokens"):
+        tasks.ensure_tokenizer(tmp_path / "tok", [], vocab_size=30, num_units=32)
+
+
+def test_task_manifests_fail_when_no_ids_match(prepared, tmp_path):
+    _jsonl(tmp_path / "other.jsonl", [{"id": "zzz", "text": "x y", "audio": "a.wav"}])
+    with pytest.raises(ValueError, match="asr_train"):
+        tasks.write_task_manifests(tmp_path / "t", tmp_path / "other.jsonl", prepared / "units.jsonl",
+                                   tmp_path / "tok", vocab_size=30, num_units=16)
+
+
+def test_mini_text_never_leaks_dev_or_test_sentences():
+    sentences = mini.lm_sentences(300, seed=3)
+    assert len(set(sentences)) == 300 and {split_of(s) for s in sentences} == {"train"}
+    words = mini.vocabulary_words(min_len=5)
+    assert words == sorted(words) and all(len(w) >= 5 for w in words)
+
+
+def test_tts_eval_cuts_real_segments(tmp_path):
+    sr = 16000
+    long = np.concatenate([np.zeros(sr, np.float32), 0.5 * np.ones(sr, np.float32)])
+    sf.write(tmp_path / "rec.wav", long, sr)
+    _jsonl(tmp_path / "test.jsonl", [{"id": "u1", "audio": "{data_root}/rec.wav", "start": 1.0, "duration": 0.5,
+                                      "text": "hi"}])
+    _jsonl(tmp_path / "synth.jsonl", [{"id": "u1", "audio": "/x/u1.wav", "text": "hi"}])
+    out = tts_eval.intelligibility_manifest(tmp_path / "synth.jsonl", tmp_path / "test.jsonl", tmp_path / "clips",
+                                            tmp_path / "intel.jsonl", data_root=str(tmp_path))
+    row = _read(out)[0]
+    clip, clip_sr = sf.read(row["real_audio"])
+    assert clip_sr == sr and len(clip) == sr // 2 and np.allclose(clip, 0.5, atol=1e-3)
+    _jsonl(tmp_path / "synth.jsonl", [{"id": "nope", "audio": "/x/n.wav", "text": "hi"}])
+    with pytest.raises(KeyError, match="nope"):
+        tts_eval.intelligibility_manifest(tmp_path / "synth.jsonl", tmp_path / "test.jsonl", tmp_path / "c",
+                                          tmp_path / "i.jsonl", data_root=str(tmp_path))
+
+
+def test_smoltalk_speech_instructions(tmp_path, monkeypatch):
+    def fake_synth(texts, paths, voice, tts_export):
+        for t, p in zip(texts, paths):
+            sf.write(p, np.zeros(160 * len(t), np.float32), 16000)
+    monkeypatch.setattr(smoltalk, "_synthesize", fake_synth)
+    dialogues = [
+        {"id": "d1", "messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there?"},
+                                  {"role": "assistant", "content": "Hello!"}]},
+        {"id": "d2", "messages": [{"role": "user", "content": " ".join(["word"] * 50)},
+                                  {"role": "assistant", "content": "Too long to speak."}]},
+    ]
+    _jsonl(tmp_path / "st.jsonl", dialogues)
+    paths = smoltalk.build(tmp_path / "st.jsonl", tmp_path / "tasks", "train", tmp_path / "wav", "espeak-ng:en-us",
+                           max_words=40)
+    speech = _read(paths["speech_instruction"])
+    assert [(e["id"], e["answer"], e["output"]) for e in speech] == [("d1", "Hello!", "text")]
+    assert speech[0]["duration"] == pytest.approx(160 * len("Hi there?") / 16000)
+    assert [e["id"] for e in _read(paths["text_instruction"])] == ["d1", "d2"]
+
+
+def _tb(folder: Path, series):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(folder)) as w:
+        for tag, values in series.items():
+            for step, v in values:
+                w.add_scalar(tag, v, step)
+
+
+def test_results_section_tables_curves_and_sections(tmp_path):
+    exp = tmp_path / "exp"
+    _tb(exp / "train" / "tb", {"train/loss/asr": [(10, 3.0), (20, 1.5)], "valid/loss/asr": [(20, 1.7)],
+                               "train/lr": [(10, 1e-3), (20, 5e-4)]})
+    (exp / "score" / "asr_test").mkdir(parents=True)
+    (exp / "score" / "asr_test" / "summary.json").write_text(json.dumps(
+        {"error_rate": 12.5, "n_utts": 4, "sub": 1, "del": 0, "ins": 0, "sentence_error_rate": 25.0}))
+    (exp / "score" / "slm_swuggy").mkdir(parents=True)
+    (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
+        {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2]}))
+    (exp / "timings.tsv").write_text("8\t100\ttrain\n9\t20\tdecode\n8\t90\ttrain\n")
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\nhand-written notes stay\n")
+    report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
+    text = md.read_text()
+    assert "hand-written notes stay" in text and "| test | 4 | **12.50** |" in text
+    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 |" in text
+    assert "| train/loss/asr | 1.500 | 20 |" in text and "| | total | 110 |" in text
+    assert (tmp_path / "mini_curves.png").stat().st_size > 1000
+    report.update_section(md, "mini", "replaced")
+    report.update_section(md, "other", "second")
+    text = md.read_text()
+    assert text.count("<!-- begin mini -->") == 1 and "replaced" in text and "12.50" not in text
+    assert text.index("replaced") < text.index("second")

@@ -1,0 +1,50 @@
+"""The shared recipe shell helpers (tools/recipe_utils.sh): option parsing, stage selection, done markers."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UTILS = Path(__file__).resolve().parents[2] / "tools" / "recipe_utils.sh"
+
+
+def _bash(script: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
+    prog = f'set -euo pipefail; . "{UTILS}"\n{script}'
+    return subprocess.run(["bash", "-c", prog, "recipe", *args], capture_output=True, text=True, cwd=cwd, timeout=30)
+
+
+def test_parse_options_overrides_defined_variables():
+    res = _bash('stage=0; my_dir=exp; words="a b"; parse_options "$@"; echo "$stage|$my_dir|$words"',
+                "--stage", "3", "--my-dir=/x y", "--words", "c d e")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "3|/x y|c d e"
+
+
+@pytest.mark.parametrize("args, message", [(("--nope", "1"), "unknown option --nope"),
+                                           (("--stage",), "needs a value"),
+                                           (("positional",), "unexpected argument")])
+def test_parse_options_rejects_bad_arguments(args, message):
+    res = _bash('stage=0; parse_options "$@"; echo ran', *args)
+    assert res.returncode != 0 and "ran" not in res.stdout
+    assert message in res.stderr
+
+
+def test_run_stage_selects_the_range_and_logs():
+    res = _bash('stage=2; stop_stage=3; for n in 1 2 3 4; do run_stage $n "step $n" && echo "ran $n"; done; true')
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split("\n")[:2] == ["ran 2", "ran 3"]
+    assert "Stage 2: step 2" in res.stderr and "Stage 3: step 3" in res.stderr and "Stage 1" not in res.stderr
+
+
+def test_done_markers_skip_finished_work(tmp_path):
+    script = 'for i in 1 2; do is_done "$1" || { echo work; mark_done "$1"; }; done'
+    res = _bash(script, str(tmp_path / "step"))
+    assert res.stdout.split() == ["work"]
+    assert (tmp_path / "step" / ".done").is_file()
+
+
+def test_require_and_run_logged(tmp_path):
+    res = _bash(f'require "{tmp_path}/missing.txt"')
+    assert res.returncode != 0 and "missing input" in res.stderr
+    log = tmp_path / "logs" / "x.log"
+    res = _bash(f'run_logged "{log}" bash -c "echo hello; exit 3"')
+    assert res.returncode == 3 and "hello" in res.stdout and "hello" in log.read_text()
