@@ -1,0 +1,127 @@
+"""Every hparams file of the recipes runs (a few optimizer steps, or a vocoder fit) on tiny generated data.
+
+Small configs (mini, ablation_*, stage1_small, tiny) train as they are, only the data paths and the step count
+overridden. Full-size configs (stage1, SmolTalk stage2) start from a tiny converted-style checkpoint
+(``init_from``) with the engine switched to plain torch, so their data, template and optimisation sections
+are exercised without DeepSeek-V2 weights or GPUs.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from most_speech.audio.store import FeatureWriter, UnitWriter
+from most_speech.recipes.tasks import write_task_manifests
+from most_speech.training.run import main as train_main
+
+ROOT = Path(__file__).resolve().parents[2]
+HPARAMS = sorted((ROOT / "recipes").glob("*/hparams/*.yaml"))
+TRAINING = [p for p in HPARAMS if "vocoder" not in p.name]
+KM_TAG = "fbank-km16-smoke"
+WORDS = "the red cat sees a big dog near blue house and runs".split()
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """data/{train,dev}.jsonl + tasks/ (all five tasks), an 80-d feature store, units and a tokenizer."""
+    d = tmp_path_factory.mktemp("hparams_data")
+    rng = np.random.default_rng(0)
+    rows = {s: [{"id": f"{s}-{i}", "audio": f"{s}{i}.wav", "duration": 1.0, "text": " ".join(rng.choice(WORDS, 5))}
+                for i in range(n)] for s, n in (("train", 16), ("dev", 4))}
+    for s in rows:
+        _jsonl(d / f"{s}.jsonl", rows[s])
+    speech_q = [{"id": f"q-{s}-{i}", "audio": f"q{s}{i}.wav", "question": "what is it", "answer": "a red cat", "output": "text",
+                 "num_frames": 6} for s in ("train", "dev") for i in range(4)]
+    with UnitWriter(d / "units.jsonl", KM_TAG) as w:
+        for r in rows["train"] + rows["dev"]:
+            w.write(r["id"], rng.integers(0, 16, 24))
+    with FeatureWriter(d / "feats" / "feats.0-of-1") as w:
+        for key in [r["id"] for r in rows["train"] + rows["dev"]] + [q["id"] for q in speech_q]:
+            w.write(key, rng.standard_normal((25, 80)).astype(np.float32))
+    write_task_manifests(d / "tasks", d / "train.jsonl", d / "units.jsonl", d / "tokenizer", d / "dev.jsonl",
+                         d / "feats", frame_stack=4, vocab_size=60, num_units=16)
+    for s in ("train", "dev"):
+        _jsonl(d / "tasks" / f"speech_instruction_{s}.jsonl", [q for q in speech_q if f"-{s}-" in q["id"]])
+        _jsonl(d / "tasks" / f"text_instruction_{s}.jsonl", [
+            {"id": f"t-{s}-{i}", "messages": [{"role": "user", "content": "name a pet"},
+                                              {"role": "assistant", "content": "a cat"}]} for i in range(4)])
+    # the tiny config reads <data_folder>/{asr,tts,text_lm}.jsonl with unit input
+    for task in ("asr", "tts", "text_lm"):
+        (d / f"{task}.jsonl").write_text((d / "tasks" / f"{task}_train.jsonl").read_text())
+    return d
+
+
+@pytest.fixture(scope="module")
+def init_dir(data, tmp_path_factory):
+    """A tiny MoST checkpoint with the test tokenizer's layout, standing in for converted DeepSeek-V2 weights."""
+    from most_speech.models import MoSTForCausalLM
+    from most_speech.text.tokenizer import MoSTTokenizer
+    from most_speech.training.run import most_config_for
+
+    tok = MoSTTokenizer.from_pretrained(data / "tokenizer")
+    cfg = most_config_for(tok, hidden_size=32, intermediate_size=64, moe_intermediate_size=16, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=2, n_routed_experts=4, n_shared_experts=1,
+                          num_experts_per_tok=2, first_k_dense_replace=1, kv_lora_rank=16, q_lora_rank=None,
+                          qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8, audio_feature_dim=80)
+    out = tmp_path_factory.mktemp("init")
+    MoSTForCausalLM(cfg).save_pretrained(str(out), safe_serialization=True)
+    tok.save(out)
+    return out
+
+
+def _overrides(path: Path, data: Path, init_dir: Path, out: Path):
+    args = [f"--output_folder={out}", f"--data_folder={data}", f"--tokenizer_dir={data / 'tokenizer'}",
+            f"--audio_features_store={data / 'feats'}", "--steps_per_epoch=2", "--number_of_epochs=1",
+            "--lr_schedule=!name:most_speech.training.optim.build_schedule {warmup_steps: 1}",
+            "--ckpt_interval_steps=0", "--log_interval=1", "--use_tensorboard=False", "--max_tokens=1024",
+            "--device=cpu", "--noprogressbar"]
+    text = path.read_text()
+    if "init_from: !PLACEHOLDER" in text:  # full size: tiny weights, plain torch engine
+        args += [f"--init_from={init_dir}", "--engine=torch", "--gradient_checkpointing=False",
+                 "--grad_accumulation_factor=1"]
+        args = [a for a in args if not a.startswith("--tokenizer_dir")] + (
+            [f"--tokenizer_dir={data / 'tokenizer'}"] if "tokenizer_dir: !PLACEHOLDER" in text else [])
+    if "audio_features_store" not in text:
+        args = [a for a in args if not a.startswith("--audio_features_store")]
+    return args
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_training_hparams_run_a_few_steps(path, data, init_dir, tmp_path):
+    torch.manual_seed(0)
+    brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp")])
+    assert brain.optimizer_step == 2
+    steps = dict(brain.monitor.task_steps)
+    assert sum(steps.values()) == 2 and set(steps) <= set(brain.hparams.tasks)
+    assert (tmp_path / "exp" / "model" / "model.safetensors").is_file()
+
+
+def test_vocoder_hparams_fit(tmp_path):
+    from most_speech.vocoder import load_vocoder
+    from most_speech.vocoder.train import main as vocoder_main
+
+    rng = np.random.default_rng(1)
+    rows, units = [], []
+    for i in range(3):
+        sf.write(tmp_path / f"u{i}.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+        rows.append({"id": f"u{i}", "audio": str(tmp_path / f"u{i}.wav"), "duration": 1.0})
+        units.append({"id": f"u{i}", "units": rng.integers(0, 8, 100).tolist(), "km_tag": KM_TAG})
+    _jsonl(tmp_path / "m.jsonl", rows)
+    _jsonl(tmp_path / "units.jsonl", units)
+    vocoder_main([str(ROOT / "recipes" / "LibriHeavy" / "hparams" / "vocoder_mean_mel.yaml"),
+                  f"--output_folder={tmp_path / 'voc'}", f"--train_manifest={tmp_path / 'm.jsonl'}",
+                  f"--train_units={tmp_path / 'units.jsonl'}", f"--km_tag={KM_TAG}", "--num_units=8",
+                  "--unit_rate=100", "--save_env_desc=False"])
+    voc = load_vocoder(tmp_path / "voc" / "vocoder")
+    assert voc.km_tag == KM_TAG
+    wav = voc.synthesize([[1, 2, 3, 4, 5]], km_tag=KM_TAG)[0]
+    assert wav.ndim == 1 and wav.shape[0] > 0 and torch.isfinite(torch.as_tensor(wav)).all()
