@@ -15,6 +15,7 @@ exp=$expdir/$tag
 export=$exp/export
 train_py=${train_py:-train.py}
 lm_text=${lm_text:-}
+slm_num_words=${slm_num_words:-0}   # spoken-LM pair test: at most this many words (0: the whole vocabulary)
 
 if [ "$stop_stage" -ge 3 ] && [ "$stage" -le 5 ] && [ ! -f "$datadir/all.jsonl" ]; then
   # one manifest over every split: features and units are stored by utterance id
@@ -114,7 +115,7 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   # spoken-LM pairs: word vs pseudoword over the mini vocabulary, both spoken by a held-out voice
   if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
     if [ ! -f "$datadir/slm_swuggy/pairs.csv" ]; then
-      python3 -m most_speech.recipes.mini words --out "$datadir/slm_swuggy/words.txt"
+      python3 -m most_speech.recipes.mini words --limit "$slm_num_words" --out "$datadir/slm_swuggy/words.txt"
       most-score build-swuggy --words "$datadir/slm_swuggy/words.txt" --voice "$slm_voice" --out "$datadir/slm_swuggy"
     fi
     most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
@@ -126,7 +127,11 @@ fi
 if run_stage 10 "score"; then
   for s in $test_sets; do
     [ -f "$exp/decode/asr_$s/hyp.jsonl" ] || continue
-    most-score wer --ref "$datadir/$s.jsonl" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
+    ref=$datadir/$s.jsonl
+    if [ "$decode_limit" -gt 0 ]; then   # score only what was decoded
+      mkdir -p "$exp/score"; ref=$exp/score/asr_$s.ref.jsonl; head -n "$decode_limit" "$datadir/$s.jsonl" > "$ref"
+    fi
+    most-score wer --ref "$ref" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
   done
   s=${test_sets%% *}
   if [ -f "$exp/decode/tts_$s/intelligibility.jsonl" ]; then

@@ -70,10 +70,15 @@ def main(argv=None) -> None:
     lm.add_argument("--out", required=True)
     words = sub.add_parser("words", help="the grammar's vocabulary")
     words.add_argument("--min-len", type=int, default=4)
+    words.add_argument("--limit", type=int, default=0, help="keep every k-th word so that at most N remain")
     words.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    lines = (lm_sentences(a.num, a.seed, normalized=not a.cased) if a.cmd == "lm-text"
-             else vocabulary_words(a.min_len))
+    if a.cmd == "lm-text":
+        lines = lm_sentences(a.num, a.seed, normalized=not a.cased)
+    else:
+        lines = vocabulary_words(a.min_len)
+        if a.limit and len(lines) > a.limit:  # an even spread over the alphabet, not just the a-words
+            lines = lines[::-(-len(lines) // a.limit)]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out, "".join(line + "\n" for line in lines))
     print(f"wrote {len(lines)} lines to {a.out}")
