@@ -15,6 +15,8 @@ exp=$expdir/$tag
 export=$exp/export
 train_py=${train_py:-train.py}
 lm_text=${lm_text:-}
+speech_input=${speech_input:-continuous}   # how the trained model takes speech: continuous | units
+export_template=${export_template:-"{}"}   # TemplateConfig fields of the export, e.g. {"dedup_input_units": true}
 slm_num_words=${slm_num_words:-0}   # spoken-LM pair test: at most this many words (0: the whole vocabulary)
 
 if [ "$stop_stage" -ge 3 ] && [ "$stage" -le 5 ] && [ ! -f "$datadir/all.jsonl" ]; then
@@ -97,7 +99,8 @@ fi
 if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   enc_opts=(--encoder "$encoder")
   [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
-  most-export "$exp/train/model" "$export" --speech-input continuous "${enc_opts[@]}" --kmeans "$km" \
+  most-export "$exp/train/model" "$export" --speech-input "$speech_input" --template "$export_template" \
+    "${enc_opts[@]}" --kmeans "$km" \
     --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite
   for s in $test_sets; do
     [[ " $evals " == *" asr "* ]] || continue

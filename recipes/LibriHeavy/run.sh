@@ -63,6 +63,9 @@ judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | 
 slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
 results=RESULTS.md
 evals="asr tts slm"       # what stages 9-10 decode and score (slm: mini only)
+slm_num_words=0           # spoken-LM pairs: at most this many vocabulary words (0: all)
+speech_input=continuous   # the model's speech input (as in the hparams): continuous | units
+export_template="{}"      # TemplateConfig fields for the export (JSON)
 
 parse_options "$@"
 
@@ -70,7 +73,7 @@ if true_value "$mini"; then
   # The mini run: everything from the generated corpus on CPU, light features (no HuBERT weights offline).
   # These are its defaults; options given on the command line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
-  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4; text_form=normalized
+  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=8; text_form=normalized
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
   parse_options "$@"
 fi
