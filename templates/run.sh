@@ -11,7 +11,9 @@
 #   bash run.sh --stage 8 --stop_stage 8 --train_args "--number_of_epochs=1"           # one stage
 set -euo pipefail
 cd "$(dirname "$0")"
-. ../../tools/recipe_utils.sh    # parse_options, run_stage, log, is_done / mark_done, require, run_logged
+root=../..                       # the repository root, seen from recipes/<name>/ (or from templates/ itself)
+[ -f "$root/tools/recipe_utils.sh" ] || root=..
+. "$root/tools/recipe_utils.sh"  # parse_options, run_stage, log, is_done / mark_done, require, run_logged
 
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/'; }
 
@@ -91,5 +93,5 @@ if run_stage 2 "filter"; then
 fi
 
 # ---------------------------------------------------------------- stages 3-11: shared
-. ../../tools/most_stages.sh
+. "$root/tools/most_stages.sh"
 log "done: stages $stage..$stop_stage"

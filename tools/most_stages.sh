@@ -61,7 +61,8 @@ if run_stage 6 "tokenizer + token layout + task manifests"; then
     lm_opts=()
     if true_value "$mini" && [ -z "$lm_text" ]; then
       lm_text=$datadir/lm_text.txt
-      python3 -m most_speech.recipes.mini lm-text --num "$mini_lm_sentences" --out "$lm_text"
+      case_opt=(--cased); [ "${text_form:-cased}" = normalized ] && case_opt=()   # same form as the transcripts
+      python3 -m most_speech.recipes.mini lm-text --num "$mini_lm_sentences" "${case_opt[@]}" --out "$lm_text"
     fi
     [ -n "$lm_text" ] && lm_opts=(--lm-text "$lm_text")
     python3 -m most_speech.recipes.tasks --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" \

@@ -48,3 +48,16 @@ def test_require_and_run_logged(tmp_path):
     log = tmp_path / "logs" / "x.log"
     res = _bash(f'run_logged "{log}" bash -c "echo hello; exit 3"')
     assert res.returncode == 3 and "hello" in res.stdout and "hello" in log.read_text()
+
+
+RECIPES = sorted((UTILS.parents[1] / "recipes").glob("*/run.sh")) + [UTILS.parents[1] / "templates" / "run.sh"]
+
+
+@pytest.mark.parametrize("run_sh", RECIPES, ids=lambda p: p.parent.name)
+def test_every_recipe_lists_its_options_and_rejects_unknown_ones(run_sh):
+    helped = subprocess.run(["bash", str(run_sh), "--help"], capture_output=True, text=True, timeout=30)
+    assert helped.returncode == 0 and "--stage=" in helped.stdout and "--stop_stage=" in helped.stdout
+    bad = subprocess.run(["bash", str(run_sh), "--no_such_option", "1"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "unknown option --no_such_option" in bad.stderr
+    missing = subprocess.run(["bash", str(run_sh), "--stage", "0"], capture_output=True, text=True, timeout=30)
+    assert missing.returncode != 0 and "ERROR" in missing.stderr  # no corpus given: a clear message, no work
