@@ -142,7 +142,7 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     text = md.read_text()
     assert "hand-written notes stay" in text and "| test | 4 | **12.50** |" in text
     assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 |" in text
-    assert "| train/loss/asr | 1.500 | 20 |" in text and "| | total | 110 |" in text
+    assert "| train/loss/asr | 1.500 | 20 |" in text and "| | total | 120 |" in text
     assert (tmp_path / "mini_curves.png").stat().st_size > 1000
     report.update_section(md, "mini", "replaced")
     report.update_section(md, "other", "second")
