@@ -180,6 +180,28 @@ def test_fast_path_matches_reference_forward_and_grads(dtype, k):
     assert (grads[2][[3, 6]] == 0).all() and (grads[3][[3, 6]] == 0).all()
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_cpu_inference_expert_loop_matches_reference_and_the_grouped_pass(monkeypatch, k):
+    g = torch.Generator().manual_seed(10 + k)
+    experts = RoutedExperts(tiny())
+    n = 41
+    hidden = torch.randn(n, 64, generator=g)
+    idx = skewed(n, k, 8, g, hot=(1,), cold=(2, 7))
+    weight = torch.rand(n, k, generator=g).add_(0.1)
+    calls = []
+    loop = RoutedExperts._experts_one_by_one
+    monkeypatch.setattr(RoutedExperts, "_experts_one_by_one", lambda self, *a: calls.append(1) or loop(self, *a))
+    monkeypatch.setattr(RoutedExperts, "LOOP_ABOVE_PAIRS", n * k - 1)
+    with torch.no_grad():
+        looped = experts(hidden, idx, weight)
+    assert calls, "no-grad CPU call with more pairs than LOOP_ABOVE_PAIRS must take the expert loop"
+    grouped = experts(hidden, idx, weight)  # parameters require grad: the grouped pass
+    assert len(calls) == 1
+    ref = reference_experts(hidden, idx, weight, experts.gate_up_proj.detach(), experts.down_proj.detach())
+    torch.testing.assert_close(looped, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(looped, grouped.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_unaligned_sizes_use_the_segment_loop_and_match_reference():
     experts = RoutedExperts(tiny(hidden_size=30, moe_intermediate_size=10, num_attention_heads=2, num_key_value_heads=2))  # 40-byte rows: not 16-aligned
     hidden = torch.randn(9, 30, requires_grad=True)
