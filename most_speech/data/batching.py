@@ -14,7 +14,7 @@ splices continuous frames into a packed row recomputes positions per document fr
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -161,7 +161,7 @@ def _concat(members: Sequence[Example], row_index: int) -> PackedRow:
         labels += [IGNORE_INDEX] + list(ex.labels[1:])
         pos += list(range(len(ex.input_ids)))
         docs += [d] * len(ex.input_ids)
-        spans += [AudioSpan(s.position + offset, s.key, s.num_frames) for s in ex.audio_spans]
+        spans += [replace(s, position=s.position + offset) for s in ex.audio_spans]
     tasks = sorted({ex.task for ex in members})
     return PackedRow(id=f"packed-{row_index}", task=tasks[0] if len(tasks) == 1 else "mixed", input_ids=ids,
                      labels=labels, audio_spans=spans, position_ids=pos, document_ids=docs,

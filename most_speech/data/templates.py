@@ -30,7 +30,7 @@ uses the encoder's real frame count), else ``None`` (batching then counts only t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from most_speech.text.token_layout import TokenLayout
@@ -48,15 +48,19 @@ class ExampleError(ValueError):
 class AudioSpan:
     """Where continuous audio frames go: between ``input_ids[position]`` (bow) and the following eow.
 
+    ``transcript`` holds the text token ids of what is said when the example knows it (ASR): the target of
+    the model's optional CTC loss on the spliced frames (``MoSTConfig.audio_ctc_weight``).
+
     Examples
     --------
     >>> AudioSpan(position=5, key="ls-1-2-3", num_frames=120)
-    AudioSpan(position=5, key='ls-1-2-3', num_frames=120)
+    AudioSpan(position=5, key='ls-1-2-3', num_frames=120, transcript=None)
     """
 
     position: int
     key: str
     num_frames: Optional[int] = None
+    transcript: Optional[Tuple[int, ...]] = None
 
 
 @dataclass
@@ -193,7 +197,10 @@ class TaskTemplates:
     >>> tpl = TaskTemplates(MoSTTokenizer.from_sentencepiece(sp, num_units=10))
     >>> ex = tpl.build("asr", {"id": "u1", "text": "hello world", "num_frames": 50})
     >>> ex.audio_spans, ex.labels[-1] == tpl.layout.eos_id  # doctest: +ELLIPSIS
-    ([AudioSpan(position=..., key='u1', num_frames=50)], True)
+    ([AudioSpan(position=..., key='u1', num_frames=50, transcript=(...))], True)
+    >>> tpl.tokenizer.decode(list(ex.audio_spans[0].transcript))
+    'hello world'
+
     >>> tpl.build("tts", {"id": "u1", "text": "hello", "units": [3, 3, 4]}).input_ids[-5:-1] == \\
     ...     [tpl.layout.boa_id, tpl.layout.unit_id(3), tpl.layout.unit_id(4), tpl.layout.eoa_id]
     True
@@ -254,6 +261,7 @@ class TaskTemplates:
         prompt = [self.layout.bos_id] + self._encode(self.config.asr_instruction)
         speech, spans = self._speech_input(entry, prompt)
         response = [] if prompt_only else self._encode(self._text(entry, "text"))
+        spans = [replace(s, transcript=tuple(response)) if response else s for s in spans]
         return self._example(entry, "asr", prompt + speech, response, spans, prompt_only)
 
     def tts(self, entry: dict, prompt_only: bool = False) -> Example:

@@ -17,6 +17,7 @@ from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
+from speechbrain.processing.features import InputNormalization
 from torch import nn
 
 IGNORE_INDEX = -100
@@ -33,6 +34,11 @@ class AudioProjector(nn.Module):
         Consecutive frames concatenated before the projection (lowers the frame rate by ``stack``).
     kind : {"linear", "mlp"}
         MoST uses a single linear layer.
+    norm : {"none", "utterance"}
+        ``"utterance"``: mean and variance normalisation of each segment over its own frames (padding
+        excluded), before stacking. HuBERT's last layer is already layer-normalised (MoST: ``"none"``); raw
+        filterbanks are not (log-mel values around 16 with speaker- and level-dependent offsets), and a linear
+        projection of them swamps the token embeddings.
 
     Examples
     --------
@@ -40,11 +46,24 @@ class AudioProjector(nn.Module):
     >>> out, lens = proj(torch.randn(2, 9, 768), torch.tensor([9, 4]))
     >>> out.shape, lens.tolist()
     (torch.Size([2, 5, 64]), [5, 2])
+    >>> normed = AudioProjector(80, 64, norm="utterance")
+    >>> a, _ = normed(torch.randn(1, 50, 80), torch.tensor([50]))
+    >>> b, _ = normed(3.0 * torch.randn(1, 50, 80) + 16.0, torch.tensor([50]))
+    >>> a.shape == b.shape
+    True
     """
 
-    def __init__(self, in_dim: int, out_dim: int, stack: int = 1, kind: str = "linear"):
+    NORMS = ("none", "utterance")
+
+    def __init__(self, in_dim: int, out_dim: int, stack: int = 1, kind: str = "linear", norm: str = "none"):
         super().__init__()
+        if norm not in self.NORMS:
+            raise ValueError(f"unknown audio feature norm {norm!r}; use one of {self.NORMS}")
         self.stack = stack
+        # SpeechBrain's per-sentence normalisation: statistics over the valid frames only, padding left at 0;
+        # it holds no state, so the model's state dict is unchanged.
+        self.norm = (InputNormalization(norm_type="sentence", avoid_padding_norm=True, epsilon=1e-5)
+                     if norm == "utterance" else None)
         width = in_dim * stack
         if kind == "linear":
             self.proj = nn.Linear(width, out_dim)
@@ -55,6 +74,8 @@ class AudioProjector(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         S, N, D = feats.shape
+        if self.norm is not None and N > 0:
+            feats = self.norm(feats, lengths.to(feats.dtype) / N)
         if self.stack > 1:
             pad = (-N) % self.stack
             feats = F.pad(feats, (0, 0, 0, pad)).reshape(S, (N + pad) // self.stack, D * self.stack)
@@ -71,6 +92,10 @@ class SplicedInputs:
     modality_ids: torch.Tensor
     position_ids: torch.Tensor
     labels: Optional[torch.Tensor] = None
+    frame_starts: Optional[torch.Tensor] = None
+    """``[S, 2]`` (row, column) of each segment's first frame in the spliced tensors."""
+    frame_lengths: Optional[torch.Tensor] = None
+    """``[S]`` frames spliced for each segment."""
 
 
 def wave_spans(input_ids: torch.Tensor, bow_id: int, eow_id: int, attention_mask=None) -> List[tuple]:
@@ -119,7 +144,7 @@ def splice_audio_frames(input_ids: torch.Tensor, token_embeds: torch.Tensor, fra
     if len(spans) != frames.shape[0]:
         raise ValueError(f"the batch has {len(spans)} audio-wave spans (begin-audio-wave tokens) but "
                          f"{frames.shape[0]} feature segments were given")
-    rows = []
+    rows, starts = [], []
     seg = 0
     for b in range(B):
         idx = mask[b].nonzero().squeeze(1)
@@ -127,16 +152,23 @@ def splice_audio_frames(input_ids: torch.Tensor, token_embeds: torch.Tensor, fra
         while seg < len(spans) and spans[seg][0] == b:
             cuts.append((spans[seg][1], seg))
             seg += 1
-        rows.append(_splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids, labels, audio_mark))
-    return _pad_rows(rows, padding_side, labels is not None)
+        *row, offsets = _splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids, labels,
+                                    audio_mark)
+        rows.append(row)
+        starts += [(b, off) for off in offsets]
+    out = _pad_rows(rows, padding_side, labels is not None, starts)
+    out.frame_lengths = frame_lengths
+    return out
 
 
 def _splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids, labels, audio_mark):
-    emb, marks, labs = [], [], []
-    start = 0
+    emb, marks, labs, offsets = [], [], [], []
+    start = length = 0
     for col, s in cuts:
         keep = idx[(idx >= start) & (idx <= col)]
         n = int(frame_lengths[s])
+        offsets.append(length + keep.numel())
+        length += keep.numel() + n
         emb += [token_embeds[b, keep], frames[s, :n].to(token_embeds.dtype)]
         marks += [modality_ids[b, keep], modality_ids.new_full((n,), audio_mark)]
         if labels is not None:
@@ -147,10 +179,10 @@ def _splice_row(b, idx, cuts, token_embeds, frames, frame_lengths, modality_ids,
     marks.append(modality_ids[b, keep])
     if labels is not None:
         labs.append(labels[b, keep])
-    return torch.cat(emb), torch.cat(marks), torch.cat(labs) if labels is not None else None
+    return torch.cat(emb), torch.cat(marks), torch.cat(labs) if labels is not None else None, offsets
 
 
-def _pad_rows(rows, padding_side: str, with_labels: bool) -> SplicedInputs:
+def _pad_rows(rows, padding_side: str, with_labels: bool, starts) -> SplicedInputs:
     L = max(r[0].shape[0] for r in rows)
     B, H = len(rows), rows[0][0].shape[1]
     ref = rows[0][0]
@@ -166,4 +198,7 @@ def _pad_rows(rows, padding_side: str, with_labels: bool) -> SplicedInputs:
         pos[b, sl] = torch.arange(n, device=ref.device)
         if with_labels:
             labels[b, sl] = lab
-    return SplicedInputs(embeds, attn, marks, pos, labels)
+    shift = [L - r[0].shape[0] if padding_side == "left" else 0 for r in rows]
+    frame_starts = torch.tensor([(b, off + shift[b]) for b, off in starts], dtype=torch.long,
+                                device=ref.device).view(-1, 2)
+    return SplicedInputs(embeds, attn, marks, pos, labels, frame_starts)

@@ -54,6 +54,12 @@ class MoSTConfig(DeepseekV2Config):
         Consecutive encoder frames concatenated before the projection (1: none; 2 halves the frame rate).
     audio_projector_type : str
         ``"linear"`` (MoST) or ``"mlp"`` (linear, GELU, linear).
+    audio_feature_norm : str
+        ``"none"`` (MoST, for HuBERT features) or ``"utterance"``: per-segment mean and variance normalisation
+        of the frames before the projector (use it for filterbank or MFCC input).
+    audio_ctc_weight : float
+        Weight of an auxiliary CTC loss of the spliced frames' last hidden states against the transcript
+        (ASR examples only; :mod:`~most_speech.models.audio_ctc`). 0 (MoST): no CTC head.
     km_tag : str or None
         The k-means model whose units the unit tokens stand for (``encoder-Llayer-kmK-fingerprint``). Set by
         training from its data; unit data of another tag, or a vocoder of another tag, is refused.
@@ -78,6 +84,8 @@ class MoSTConfig(DeepseekV2Config):
     audio_feature_dim: Optional[int] = None
     audio_frame_stack: int = 1
     audio_projector_type: str = "linear"
+    audio_feature_norm: str = "none"
+    audio_ctc_weight: float = 0.0
     km_tag: Optional[str] = None
 
     def __post_init__(self, **kwargs):
@@ -127,6 +135,13 @@ class MoSTConfig(DeepseekV2Config):
         if self.audio_frame_stack < 1 or self.audio_projector_type not in ("linear", "mlp"):
             raise ValueError(f"MoSTConfig: audio_frame_stack={self.audio_frame_stack} must be >= 1 and "
                              f"audio_projector_type={self.audio_projector_type!r} one of 'linear', 'mlp'")
+        if self.audio_feature_norm not in ("none", "utterance"):
+            raise ValueError(f"MoSTConfig: audio_feature_norm={self.audio_feature_norm!r} must be 'none' or "
+                             f"'utterance'")
+        if self.audio_ctc_weight < 0 or (self.audio_ctc_weight > 0 and not (self.audio_feature_dim
+                                                                             and self.token_layout)):
+            raise ValueError(f"MoSTConfig: audio_ctc_weight={self.audio_ctc_weight} must be >= 0, and a CTC loss "
+                             f"needs audio_feature_dim and token_layout")
         if self.moe_layer_freq < 1:
             raise ValueError(f"MoSTConfig: moe_layer_freq={self.moe_layer_freq} must be >= 1")
         self._validate_groups(E, k)

@@ -18,6 +18,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 
+from .audio_ctc import AudioCTCHead
 from .audio_projector import AudioProjector, splice_audio_frames
 from .configuration import MoSTConfig
 from .mla import MLAAttention, MoSTRMSNorm, MoSTRotaryEmbedding, _rope_inv_freq
@@ -38,9 +39,11 @@ class MoSTModelOutput(MoeModelOutputWithPast):
 
 @dataclass
 class MoSTCausalLMOutput(MoeCausalLMOutputWithPast):
-    """Causal-LM output. ``loss = lm_loss + aux_loss`` when labels are given (aux is 0 outside training)."""
+    """Causal-LM output. ``loss = lm_loss + aux_loss (+ audio_ctc_weight * ctc_loss)`` when labels are given
+    (aux is 0 outside training; ctc_loss is None without a CTC head or transcripts)."""
 
     lm_loss: Optional[torch.FloatTensor] = None
+    ctc_loss: Optional[torch.FloatTensor] = None
     routing_counts: Optional[List[torch.Tensor]] = None
 
 
@@ -213,7 +216,11 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         self.audio_projector = None
         if config.audio_feature_dim:
             self.audio_projector = AudioProjector(config.audio_feature_dim, config.hidden_size,
-                                                  config.audio_frame_stack, config.audio_projector_type)
+                                                  config.audio_frame_stack, config.audio_projector_type,
+                                                  getattr(config, "audio_feature_norm", "none"))
+        self.audio_ctc_head = None
+        if getattr(config, "audio_ctc_weight", 0.0) > 0:
+            self.audio_ctc_head = AudioCTCHead(config.hidden_size, config.layout.text_vocab_size)
         self.post_init()
 
     def splice_audio(self, input_ids, audio_features, audio_feature_lengths, attention_mask=None, labels=None,
@@ -236,8 +243,14 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, modality_ids=None, logits_to_keep=0,
                 output_hidden_states=None, audio_features=None, audio_feature_lengths=None,
-                **kwargs) -> MoSTCausalLMOutput:
-        """Causal-LM forward; ``audio_features [S, N, D]`` / ``audio_feature_lengths [S]`` splice continuous audio."""
+                audio_ctc_targets=None, audio_ctc_target_lengths=None, **kwargs) -> MoSTCausalLMOutput:
+        """Causal-LM forward; ``audio_features [S, N, D]`` / ``audio_feature_lengths [S]`` splice continuous audio.
+
+        With ``labels``, a CTC head (``config.audio_ctc_weight > 0``) and ``audio_ctc_targets [S, L]`` /
+        ``audio_ctc_target_lengths [S]`` (text token ids of what each segment says; length 0: none), the loss
+        adds ``audio_ctc_weight`` times the CTC loss of the frames, also returned as ``ctc_loss``.
+        """
+        spliced = None
         if audio_features is not None:
             spliced = self.splice_audio(input_ids, audio_features, audio_feature_lengths, attention_mask, labels)
             input_ids, inputs_embeds, attention_mask = None, spliced.inputs_embeds, spliced.attention_mask
@@ -251,11 +264,16 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
-        lm_loss = loss = None
+        lm_loss = loss = ctc_loss = None
         if labels is not None:
             lm_loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             loss = lm_loss + out.aux_loss.to(lm_loss.dtype)
-        return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, logits=logits,
+            if self.audio_ctc_head is not None and spliced is not None and audio_ctc_targets is not None:
+                ctc_loss = self.audio_ctc_head.loss(out.last_hidden_state, spliced.frame_starts,
+                                                    spliced.frame_lengths, audio_ctc_targets.to(logits.device),
+                                                    audio_ctc_target_lengths.to(logits.device))
+                loss = loss + self.config.audio_ctc_weight * ctc_loss.to(loss.dtype)
+        return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, ctc_loss=ctc_loss, logits=logits,
                                   past_key_values=out.past_key_values, hidden_states=out.hidden_states,
                                   routing_counts=out.routing_counts)
 

@@ -31,12 +31,23 @@ from tqdm import tqdm
 
 from most_speech.data.fileio import atomic_write_text
 from most_speech.data.manifest import attach_units, read_manifest, write_manifest
+from most_speech.data.templates import TemplateConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ensure_tokenizer", "task_entries", "write_task_manifests", "main"]
 
 TOKENIZER_FILE = "token_layout.json"
+# Added to the training text of a new tokenizer: the prompts every example carries must tokenize without
+# unknown pieces even when the transcripts are upper case only (text_form=normalized).
+_TEMPLATE_REPEATS = 20
+
+
+def template_texts(config: Optional[TemplateConfig] = None) -> List[str]:
+    """The fixed strings the task templates put around the data (instructions, dialogue prefixes)."""
+    c = config or TemplateConfig()
+    texts = [c.asr_instruction, c.tts_instruction, c.user_prefix, c.assistant_prefix]
+    return [t for t in texts + ([c.speech_instruction] if c.speech_instruction else []) if t.strip()]
 
 
 def ensure_tokenizer(tokenizer_dir, texts: Iterable[str], vocab_size: int, num_units: int,
@@ -54,6 +65,8 @@ def ensure_tokenizer(tokenizer_dir, texts: Iterable[str], vocab_size: int, num_u
     ...                        vocab_size=30, num_units=16)
     >>> tok.layout.num_units
     16
+    >>> tok.backend.sp.unk_id() in tok.encode("Transcribe the following speech into text.")  # prompts covered
+    False
     """
     from most_speech.text.tokenizer import MoSTTokenizer, train_sentencepiece
 
@@ -65,6 +78,7 @@ def ensure_tokenizer(tokenizer_dir, texts: Iterable[str], vocab_size: int, num_u
                              f"model makes {num_units}: retrain the tokenizer (delete the folder)")
         logger.info("using the existing tokenizer in %s (%d ids)", tokenizer_dir, tok.vocab_size)
         return tok
+    texts = list(texts) + template_texts() * _TEMPLATE_REPEATS
     model = train_sentencepiece(texts, tokenizer_dir / "sp" / "sp", vocab_size=vocab_size)
     tok = MoSTTokenizer.from_sentencepiece(model, num_units=num_units, pad_to_multiple_of=pad_to_multiple_of)
     tok.save(tokenizer_dir)

@@ -165,7 +165,8 @@ class MoSTBrain(sb.Brain):
             return
         self.monitor.record_batch(self._task(batch), float(loss.detach()), float(out.lm_loss.detach()),
                                   float(out.aux_loss.detach()),
-                                  self._tokens(batch), out.routing_counts)
+                                  self._tokens(batch), out.routing_counts,
+                                  None if out.ctc_loss is None else float(out.ctc_loss.detach()))
         if boundary and self.optimizer_step % self.monitor.log_interval == 0:
             extra = {"grad_norm": grad_norm} if grad_norm is not None else {}
             stats = self.monitor.flush(self.optimizer_step, self.engine.lr(), extra)

@@ -84,13 +84,18 @@ class HubertFeatures:
 def batch_audio_features(audio_spans: Sequence[Sequence], source) -> Optional[Dict[str, torch.Tensor]]:
     """``{"audio_features": [S, N, D], "audio_feature_lengths": [S]}`` for a batch, or None without spans.
 
+    When a span knows its transcript (ASR examples) the dict also holds ``audio_ctc_targets [S, L]`` (padded
+    with 0) and ``audio_ctc_target_lengths [S]`` (0 for spans without one), the model's CTC targets.
+
     Examples
     --------
     >>> from most_speech.data.templates import AudioSpan
     >>> src = lambda keys: [torch.ones(2, 3), torch.ones(4, 3)][:len(keys)]
-    >>> out = batch_audio_features([[AudioSpan(1, "a")], [AudioSpan(1, "b")]], src)
+    >>> out = batch_audio_features([[AudioSpan(1, "a")], [AudioSpan(1, "b", transcript=(7, 8))]], src)
     >>> out["audio_features"].shape, out["audio_feature_lengths"].tolist()
     (torch.Size([2, 4, 3]), [2, 4])
+    >>> out["audio_ctc_targets"].tolist(), out["audio_ctc_target_lengths"].tolist()
+    ([[0, 0], [7, 8]], [0, 2])
     """
     keys = [span.key for row in audio_spans for span in row]
     if not keys:
@@ -100,5 +105,11 @@ def batch_audio_features(audio_spans: Sequence[Sequence], source) -> Optional[Di
                          f"configured (set audio_features_store or use speech_input: units)")
     mats = source(keys)
     lengths = torch.tensor([m.shape[0] for m in mats], dtype=torch.long)
-    return {"audio_features": torch.nn.utils.rnn.pad_sequence(mats, batch_first=True),
-            "audio_feature_lengths": lengths}
+    out = {"audio_features": torch.nn.utils.rnn.pad_sequence(mats, batch_first=True),
+           "audio_feature_lengths": lengths}
+    transcripts = [span.transcript or () for row in audio_spans for span in row]
+    if any(transcripts):
+        out["audio_ctc_targets"] = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(t, dtype=torch.long) for t in transcripts], batch_first=True)
+        out["audio_ctc_target_lengths"] = torch.tensor([len(t) for t in transcripts], dtype=torch.long)
+    return out

@@ -113,3 +113,24 @@ def test_generation_from_audio_same_with_and_without_cache():
     logits = [model(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask,
                     modality_ids=s.modality_ids).logits[:, -1] for s in (spliced_a, spliced_b)]
     assert not torch.allclose(logits[0], logits[1])
+
+
+def test_utterance_norm_removes_each_segments_offset_and_scale_and_ignores_padding():
+    torch.manual_seed(0)
+    proj = AudioProjector(FEAT_DIM, 16, stack=2, norm="utterance")
+    x = torch.randn(2, 7, FEAT_DIM)
+    lengths = torch.tensor([7, 4])
+    shifted = x * 3.0 + 16.0  # what raw log-mel filterbanks look like next to unit-variance features
+    shifted[1, 4:] = 1e6       # padding must not enter the statistics
+    a, la = proj(x, lengths)
+    b, lb = proj(shifted, lengths)
+    assert la.tolist() == lb.tolist() == [4, 2]
+    torch.testing.assert_close(a[0], b[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(a[1, :2], b[1, :2], atol=1e-4, rtol=1e-4)
+    assert list(proj.state_dict()) == list(AudioProjector(FEAT_DIM, 16, stack=2).state_dict())
+    with pytest.raises(ValueError, match="norm"):
+        AudioProjector(FEAT_DIM, 16, norm="global")
+    with pytest.raises(ValueError, match="audio_feature_norm"):
+        MoSTConfig.tiny(audio_feature_dim=FEAT_DIM, audio_feature_norm="batch")
+    model = model_with_projector(audio_feature_norm="utterance")
+    assert model.audio_projector.norm is not None
