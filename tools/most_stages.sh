@@ -74,10 +74,10 @@ if run_stage 6 "tokenizer + token layout + task manifests"; then
 fi
 
 if run_stage 7 "unit vocoder ($vocoder_hparams)"; then
-  # units come from the TTS task manifest: its records carry the km_tag the vocoder reader checks per line
+  # stage 5's units store (km_tag in its header file), joined to the train split by utterance id
   if [ ! -f "$expdir/vocoder/vocoder/config.json" ]; then
     run_logged "$expdir/vocoder/log.txt" most-train-vocoder "$vocoder_hparams" --output_folder="$expdir/vocoder" \
-      --train_manifest="$datadir/$train_split.jsonl" --train_units="$datadir/tasks/tts_train.jsonl" --km_tag="$km_tag" \
+      --train_manifest="$datadir/$train_split.jsonl" --train_units="$units" --km_tag="$km_tag" \
       --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device"
   fi
   finish 7 "vocoder"

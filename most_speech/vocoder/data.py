@@ -2,7 +2,8 @@
 
 The manifest is JSON Lines ``{"id", "audio", "start"?, "duration"?}`` (``{data_root}`` in
 ``audio`` is replaced by ``data_root``); the unit file is JSON Lines
-``{"id", "units": [...], "km_tag"}``. Units are matched by id, never by line order.
+``{"id", "units": [...], "km_tag"}``, or the store ``most-dump-units`` writes: lines ``{"id", "units"}``
+with the tag in the header file ``<name>.km_tag`` beside it. Units are matched by id, never by line order.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from most_speech.data.manifest import iter_manifest, relocate
 from most_speech.audio.io import load_audio
+from most_speech.audio.store import km_tag_path
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +36,58 @@ class Utterance:
     duration: float | None = None
 
 
+def header_km_tag(path) -> str | None:
+    """The km_tag of a unit file's header (``units.km_tag`` beside ``units.jsonl``), or None without one.
+
+    ``most-dump-units`` writes this header instead of a ``km_tag`` field on every line.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> header_km_tag(d / "units.jsonl") is None
+    True
+    >>> _ = (d / "units.km_tag").write_text("k\\n")
+    >>> header_km_tag(d / "units.jsonl")
+    'k'
+    """
+    tag_file = km_tag_path(path)
+    if not tag_file.is_file():
+        return None
+    tag = tag_file.read_text(encoding="utf-8").strip()
+    if not tag:
+        raise ValueError(f"{path}: km_tag header {tag_file} is empty")
+    return tag
+
+
+def _record_tag(rec: dict, header: str | None, path, where: str) -> str:
+    """A unit record's km_tag: its own field, else the file's header; the two must agree."""
+    if "km_tag" not in rec:
+        if header is None:
+            raise ValueError(
+                f"{where}: utterance {rec['id']!r} has no 'km_tag' field and {path} has no km_tag "
+                f"header ({km_tag_path(path)}); which k-means model made these units?"
+            )
+        return header
+    if header is not None and rec["km_tag"] != header:
+        raise ValueError(
+            f"{where}: utterance {rec['id']!r} has km_tag {rec['km_tag']!r} but the header "
+            f"{km_tag_path(path)} says {header!r}"
+        )
+    return rec["km_tag"]
+
+
 def read_unit_file(path, km_tag: str | None = None) -> tuple[dict, str]:
     """Read a unit JSONL file into ``{id: LongTensor}`` and its (single) km_tag.
 
     Parameters
     ----------
     path : str or Path
-        JSON Lines with ``id``, ``units`` and ``km_tag`` per line.
+        JSON Lines with ``id`` and ``units`` per line. The tag comes from each line's ``km_tag``
+        field or, for lines without one, from the header file ``<path without .jsonl>.km_tag``
+        that ``most-dump-units`` writes; lines that carry a tag must agree with the header.
     km_tag : str, optional
-        Expected tag; every line must carry it.
+        Expected tag; every line must have it.
 
     Examples
     --------
@@ -52,7 +97,12 @@ def read_unit_file(path, km_tag: str | None = None) -> tuple[dict, str]:
     >>> units, tag = read_unit_file(p)
     >>> units["a"].tolist(), tag
     ([1, 1, 2], 'k')
+    >>> _ = p.write_text('{"id": "a", "units": [3]}\\n')
+    >>> _ = p.with_suffix(".km_tag").write_text("k2\\n")
+    >>> read_unit_file(p)[1]
+    'k2'
     """
+    header = header_km_tag(path)
     units, tags = {}, set()
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -63,22 +113,24 @@ def read_unit_file(path, km_tag: str | None = None) -> tuple[dict, str]:
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{where}: invalid JSON ({err.msg})") from err
-            for key in ("id", "units", "km_tag"):
+            for key in ("id", "units"):
                 if key not in rec:
                     raise ValueError(f"{where}: unit record has no {key!r} field")
             if rec["id"] in units:
                 raise ValueError(f"{where}: duplicate id {rec['id']!r}")
-            if km_tag is not None and rec["km_tag"] != km_tag:
+            tag = _record_tag(rec, header, path, where)
+            if km_tag is not None and tag != km_tag:
                 raise ValueError(
-                    f"{where}: utterance {rec['id']!r} has km_tag {rec['km_tag']!r}, "
-                    f"expected {km_tag!r}"
+                    f"{where}: utterance {rec['id']!r} has km_tag {tag!r}, expected {km_tag!r}"
                 )
             if not rec["units"]:
                 raise ValueError(f"{where}: utterance {rec['id']!r} has no units")
-            tags.add(rec["km_tag"])
+            tags.add(tag)
             units[rec["id"]] = torch.as_tensor(rec["units"], dtype=torch.long)
+    if not units:
+        raise ValueError(f"{path}: no unit records")
     if len(tags) != 1:
-        raise ValueError(f"{path}: expected one km_tag, found {sorted(tags) or 'none'}")
+        raise ValueError(f"{path}: expected one km_tag, found {sorted(tags)}")
     return units, tags.pop()
 
 

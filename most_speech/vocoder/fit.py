@@ -28,7 +28,8 @@ def fit_mean_mel_vocoder(
     manifest : str or Path
         Audio manifest (JSON Lines with ``id``, ``audio``, optional ``start``/``duration``).
     units : str or Path
-        Unit file (JSON Lines ``{"id", "units", "km_tag"}``), joined to the manifest by id.
+        Unit file (JSON Lines ``{"id", "units", "km_tag"}``, or ``{"id", "units"}`` with a
+        ``<name>.km_tag`` header as ``most-dump-units`` writes), joined to the manifest by id.
     out_dir : str or Path, optional
         Where to save the fitted vocoder (skipped when ``None``).
     config : MeanMelConfig, optional

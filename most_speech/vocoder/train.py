@@ -8,7 +8,8 @@ The hparams file (HyperPyYAML) picks the vocoder with ``vocoder_type``:
 - ``mean_mel``: :func:`fit_mean_mel_vocoder` (statistics only, seconds to minutes on CPU).
 
 Both read ``train_manifest`` (``{"id", "audio", "start"?, "duration"?}``) and
-``train_units`` (``{"id", "units", "km_tag"}``), joined by id. See
+``train_units`` (``{"id", "units", "km_tag"}``, or ``most-dump-units`` output whose tag is in the
+``<name>.km_tag`` header beside it), joined by id. See
 ``most_speech/vocoder/hparams/`` for complete files.
 """
 from __future__ import annotations

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from most_speech.audio.store import UnitWriter
 from most_speech.vocoder import HPARAMS_DIR, UnitHifiganVocoder, load_vocoder
 from most_speech.vocoder.brain import VocoderBrain
 from most_speech.vocoder.data import SegmentDataset, join_manifest_units
@@ -48,6 +49,48 @@ def test_units_longer_than_audio_name_the_utterance(tmp_path):
     utts, _ = join_manifest_units(manifest, units)
     with pytest.raises(ValueError, match="utterance 'utt0': 30 units but only 20 frames"):
         SegmentDataset(utts, 16000, 320, 8)[0]
+
+
+def dump_units_store(units_file, out):
+    """Rewrite a unit file the way most-dump-units stores it: {"id", "units"} lines + a km_tag header."""
+    with UnitWriter(out, TAG) as writer:
+        for line in units_file.read_text().splitlines():
+            rec = json.loads(line)
+            writer.write(rec["id"], rec["units"])
+    return out
+
+
+def test_dump_units_store_reads_km_tag_from_header(tmp_path):
+    manifest, units = make_corpus(tmp_path)
+    store = dump_units_store(units, tmp_path / "dump" / "all.jsonl")
+    assert "km_tag" not in store.read_text() and (tmp_path / "dump" / "all.km_tag").read_text().strip() == TAG
+    utts, tag = join_manifest_units(manifest, store, km_tag=TAG)
+    assert tag == TAG and [len(x.units) for x in utts] == [20, 12, 9]
+    with pytest.raises(ValueError, match=r"all\.jsonl:1: utterance 'utt2' has km_tag 'km_test', expected 'other'"):
+        join_manifest_units(manifest, store, km_tag="other")
+
+
+def test_unit_lines_must_agree_with_the_header(tmp_path):
+    manifest, units = make_corpus(tmp_path)
+    store = dump_units_store(units, tmp_path / "u2.jsonl")
+    lines = store.read_text().splitlines()
+    lines[1] = json.dumps({**json.loads(lines[1]), "km_tag": TAG})  # agrees with the header: fine
+    store.write_text("\n".join(lines) + "\n")
+    assert join_manifest_units(manifest, store)[1] == TAG
+    lines[2] = json.dumps({**json.loads(lines[2]), "km_tag": "other"})
+    store.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"u2\.jsonl:3: utterance 'utt0' has km_tag 'other' but the header "
+                                         r".*u2\.km_tag says 'km_test'"):
+        join_manifest_units(manifest, store)
+
+
+def test_units_without_any_km_tag_are_refused(tmp_path):
+    manifest, units = make_corpus(tmp_path)
+    store = dump_units_store(units, tmp_path / "u2.jsonl")
+    (tmp_path / "u2.km_tag").unlink()
+    with pytest.raises(ValueError, match=r"u2\.jsonl:1: utterance 'utt2' has no 'km_tag' field and .*u2\.jsonl "
+                                         r"has no km_tag header \(.*u2\.km_tag\)"):
+        join_manifest_units(manifest, store)
 
 
 def _argv(tmp_path, manifest, units, **extra):
@@ -95,3 +138,11 @@ def test_cli_fits_mean_mel_vocoder(tmp_path):
     voc = load_vocoder(tmp_path / "mm" / "vocoder")
     assert voc.vocoder_type == "mean_mel" and voc.km_tag == TAG
     assert voc.synthesize([[1, 2]], km_tag=TAG, deduplicated=False)[0].shape == (640,)
+
+
+def test_cli_trains_on_most_dump_units_output(tmp_path):
+    manifest, units = make_corpus(tmp_path)
+    store = dump_units_store(units, tmp_path / "dump" / "all.jsonl")
+    main([str(HPARAMS_DIR / "mean_mel_50hz.yaml"), f"--output_folder={tmp_path / 'mm'}",
+          f"--train_manifest={manifest}", f"--train_units={store}", f"--km_tag={TAG}", "--num_units=16"])
+    assert load_vocoder(tmp_path / "mm" / "vocoder").km_tag == TAG
