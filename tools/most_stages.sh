@@ -110,11 +110,9 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   done
   s=${test_sets%% *}
   if [[ " $evals " == *" tts "* ]]; then
-    most-decode tts "$export" --manifest "$datadir/$s.jsonl" --limit "$tts_limit" --device "$device" \
-      --out-dir "$exp/decode/tts_$s"
-    python3 -m most_speech.recipes.tts_eval --synth "$exp/decode/tts_$s/synth.jsonl" \
-      --manifest "$datadir/$s.jsonl" --data-root "$data_root" --clips-dir "$exp/decode/tts_$s/real" \
-      --out "$exp/decode/tts_$s/intelligibility.jsonl"
+    # synth.jsonl pairs each synthesized wav with the real recording (segments cut to tts_$s/real/)
+    most-decode tts "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$tts_limit" \
+      --device "$device" --out-dir "$exp/decode/tts_$s"
   fi
   # spoken-LM pairs: word vs pseudoword over the mini vocabulary, both spoken by a held-out voice
   if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
@@ -138,8 +136,8 @@ if run_stage 10 "score"; then
     most-score wer --ref "$ref" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
   done
   s=${test_sets%% *}
-  if [ -f "$exp/decode/tts_$s/intelligibility.jsonl" ]; then
-    most-score intelligibility --manifest "$exp/decode/tts_$s/intelligibility.jsonl" --judge "$judge" \
+  if [ -f "$exp/decode/tts_$s/synth.jsonl" ]; then
+    most-score intelligibility --manifest "$exp/decode/tts_$s/synth.jsonl" --judge "$judge" \
       --out "$exp/score/tts_$s"
   fi
   for p in "$exp"/decode/slm_*/pairs.jsonl; do

@@ -7,36 +7,67 @@ Subcommands::
     most-decode slm-pairs EXPORT --pairs pairs.csv --out pairs.jsonl      (audio pairs -> unit-token pairs)
     most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
 
-Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--data-root``), ``start`` /
+Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--data-root``; other relative
+paths are taken from the manifest's own folder, as ``most-score build-qa`` writes them), ``start`` /
 ``duration`` for segments, ``text`` for TTS. Outputs are written atomically; ``tts`` writes one wav per id,
-``units.jsonl`` and ``synth.jsonl`` (``id``, ``audio``, ``text``: ready for ``most-score intelligibility``).
+``units.jsonl`` and ``synth.jsonl`` (``id``, ``audio``, ``text`` and, where the manifest has the recording,
+``real_audio``: ready for ``most-score intelligibility``, which also scores the judge on the real audio).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import torch
 from tqdm import tqdm
 
 from ..audio.io import load_audio, save_audio
 from ..data.fileio import write_jsonl
-from ..data.manifest import iter_manifest
+from ..data.manifest import DATA_ROOT, iter_manifest
 from .generation import SamplingConfig, chunks
 
 log = logging.getLogger("most_speech.decoding")
 
 
-def _entries(args) -> List[dict]:
-    rows = list(iter_manifest(args.manifest))
+def audio_path(audio: str, manifest_dir: Path, data_root: Optional[str] = None) -> str:
+    """Where a manifest's ``audio`` lies: ``{data_root}`` replaced, other relative paths under ``manifest_dir``.
+
+    Absolute paths are kept; a relative ``data_root`` is taken from the working directory. Without
+    ``data_root`` a ``{data_root}`` path is returned unchanged.
+
+    Examples
+    --------
+    >>> audio_path("wav/q1.wav", Path("/data/spoken_qa"))
+    '/data/spoken_qa/wav/q1.wav'
+    >>> audio_path("{data_root}/a.flac", Path("/data"), "/corpus"), audio_path("/x/a.wav", Path("/data"))
+    ('/corpus/a.flac', '/x/a.wav')
+    """
+    if data_root is not None:
+        audio = audio.replace(DATA_ROOT, str(Path(data_root).absolute()))
+    if DATA_ROOT in audio:
+        return audio
+    path = Path(audio)
+    return str(path if path.is_absolute() else manifest_dir / path)
+
+
+def _entries(args, required=("audio",)) -> List[dict]:
+    """The manifest's rows (``--limit`` first), audio paths resolved by :func:`audio_path`.
+
+    When ``audio`` is required, a ``{data_root}`` path without ``--data-root`` is an error naming the row.
+    """
+    rows = list(iter_manifest(args.manifest, required=required))
     if args.limit:
         rows = rows[:args.limit]
-    root = args.data_root
+    manifest_dir = Path(args.manifest).absolute().parent
     for row in rows:
-        if root is not None and "audio" in row:
-            row["audio"] = row["audio"].replace("{data_root}", root)
+        if "audio" not in row:
+            continue
+        row["audio"] = audio_path(row["audio"], manifest_dir, args.data_root)
+        if "audio" in required and DATA_ROOT in row["audio"]:
+            raise SystemExit(f"{args.manifest}: utterance {row['id']!r}: audio {row['audio']!r} uses "
+                             f"{DATA_ROOT}; pass --data-root")
     return rows
 
 
@@ -62,6 +93,33 @@ def _cmd_asr(args, loaded):
     print(f"wrote {len(out)} hypotheses to {args.out}")
 
 
+def _file_id(utt_id: str) -> str:
+    return utt_id.replace("/", "_")
+
+
+def _real_audio_paths(rows: List[dict], clips_dir: Path, manifest) -> dict:
+    """``{id: real recording}`` for the judge's real-audio WER: the file itself, or its segment cut to a clip.
+
+    Rows without audio are left out; so are ``{data_root}`` paths without ``--data-root`` (with a warning).
+    """
+    from .tts import cut_real_clip
+    real, unresolved = {}, []
+    for row in rows:
+        if "audio" not in row:
+            continue
+        if DATA_ROOT in row["audio"]:
+            unresolved.append(row["id"])
+        elif "start" in row or "duration" in row:
+            clip = clips_dir / f"{_file_id(row['id'])}.wav"
+            real[row["id"]] = str(cut_real_clip(row["audio"], clip, row.get("start", 0.0), row.get("duration")))
+        else:
+            real[row["id"]] = str(Path(row["audio"]).resolve())
+    if unresolved:
+        log.warning("%s: %d utterances (e.g. %r) have %s audio and no --data-root was given: synth.jsonl has "
+                    "no real_audio for them", manifest, len(unresolved), unresolved[0], DATA_ROOT)
+    return real
+
+
 def _cmd_tts(args, loaded):
     from .tts import TTSDecoder
     if loaded.vocoder is None:
@@ -71,16 +129,18 @@ def _cmd_tts(args, loaded):
                      unit_rate=loaded.info.unit_rate, batch_size=args.batch_size)
     out_dir = Path(args.out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    rows = _entries(args, required=("text",))
+    real = _real_audio_paths(rows, out_dir / "real", args.manifest)  # before generating: bad paths fail early
     units_rows, synth_rows = [], []
-    for part in tqdm(chunks(_entries(args), args.batch_size), desc="tts", unit="batch"):
+    for part in tqdm(chunks(rows, args.batch_size), desc="tts", unit="batch"):
         units = dec.generate_units([r["text"] for r in part])
         wavs = loaded.vocoder.synthesize([u or [0] for u in units], km_tag=loaded.info.km_tag)
         for row, u, wav in zip(part, units, wavs):
-            path = out_dir / "wav" / f"{row['id'].replace('/', '_')}.wav"
+            path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
             save_audio(path, wav if u else wav[:0], loaded.vocoder.sample_rate)
             units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag})
             synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"],
-                               **({"ref_audio": row["audio"]} if "audio" in row else {})})
+                               **({"real_audio": real[row["id"]]} if row["id"] in real else {})})
     write_jsonl(out_dir / "units.jsonl", units_rows)
     write_jsonl(out_dir / "synth.jsonl", synth_rows)
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
@@ -115,7 +175,7 @@ def _cmd_qa(args, loaded):
             out_dir = Path(args.out_dir or Path(args.out).parent / "answers")
             out_dir.mkdir(parents=True, exist_ok=True)
             for qid, wav in qa.answer_speech(entries).items():
-                path = out_dir / f"{qid.replace('/', '_')}.wav"
+                path = out_dir / f"{_file_id(qid)}.wav"
                 save_audio(path, wav, loaded.vocoder.sample_rate)
                 out.append({"id": qid, "audio": str(path.resolve())})
         else:

@@ -7,15 +7,43 @@ model that never says end-of-audio still stops. ``stream`` yields audio chunks w
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
 import torch
 from transformers import LogitsProcessorList
 
+from ..audio.io import load_audio, save_audio
 from ..data.templates import TaskTemplates
 from .generation import SamplingConfig, UnitOnlyLogitsProcessor, chunks, iter_tokens, left_pad, tts_unit_budget
 
 log = logging.getLogger(__name__)
+
+#: sample rate of the real-audio clips cut for the intelligibility judges
+REAL_CLIP_SAMPLE_RATE = 16000
+
+
+def cut_real_clip(audio, clip, start: float = 0.0, duration: Optional[float] = None) -> Path:
+    """Cut one real recording (or its ``start`` / ``duration`` segment) to a 16 kHz wav ``clip``.
+
+    Segment manifests point into long recordings, so the judge's real-audio WER needs the sentence cut out.
+
+    Returns
+    -------
+    Path
+        ``clip``, absolute.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> save_audio(d / "long.wav", torch.zeros(32000), 16000)
+    >>> load_audio(cut_real_clip(d / "long.wav", d / "c.wav", 1.0, 0.5)).shape
+    torch.Size([8000])
+    """
+    wav = load_audio(audio, REAL_CLIP_SAMPLE_RATE, start=float(start), duration=duration)
+    save_audio(clip, wav, REAL_CLIP_SAMPLE_RATE)
+    return Path(clip).resolve()
 
 
 class TTSDecoder:

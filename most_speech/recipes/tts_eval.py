@@ -3,10 +3,14 @@
 ``python -m most_speech.recipes.tts_eval --synth exp/decode/tts_test/synth.jsonl --manifest data/test.jsonl
 --data-root CORPUS --clips-dir exp/decode/tts_test/real --out exp/decode/tts_test/intelligibility.jsonl``
 
-``most-decode tts`` writes ``synth.jsonl`` (``id``, ``audio``, ``text``); ``most-score intelligibility`` scores a
-``real_audio`` next to each synthesized file, which gives the judge's own WER on real speech of the same
-sentences (the floor the TTS WER should be read against). LibriHeavy-style manifests point into long
-recordings (``start`` / ``duration``), so the real segments are cut out to 16 kHz wav clips first.
+``most-score intelligibility`` scores a ``real_audio`` next to each synthesized file, which gives the judge's
+own WER on real speech of the same sentences (the floor the TTS WER should be read against). LibriHeavy-style
+manifests point into long recordings (``start`` / ``duration``), so the real segments are cut out to 16 kHz wav
+clips first (:func:`most_speech.decoding.tts.cut_real_clip`).
+
+``most-decode tts --data-root CORPUS`` now writes ``real_audio`` into ``synth.jsonl`` itself (the recipes score
+that file directly); this module adds it to a ``synth.jsonl`` decoded without the test manifest's audio, or
+pairs synthesized audio with another manifest's recordings.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from most_speech.audio.io import load_audio, save_audio
 from most_speech.data.manifest import read_manifest, relocate, write_manifest
+from most_speech.decoding.tts import cut_real_clip
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +46,7 @@ def intelligibility_manifest(synth_jsonl, manifest, clips_dir, out, data_root: O
         entry = relocate(entries[row["id"]], data_root) if data_root else entries[row["id"]]
         clip = clips_dir / f"{row['id'].replace('/', '_')}.wav"
         if not clip.is_file():
-            wav = load_audio(entry["audio"], start=float(entry.get("start", 0.0)), duration=entry.get("duration"))
-            save_audio(clip, wav, 16000)
+            cut_real_clip(entry["audio"], clip, entry.get("start", 0.0), entry.get("duration"))
         rows.append({"id": row["id"], "text": row["text"], "audio": row["audio"], "real_audio": str(clip.resolve())})
     return write_manifest(rows, out)
 

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_wer)
 
     p = sub.add_parser("intelligibility", help="TTS intelligibility with ASR judges")
-    p.add_argument("--manifest", required=True, help='JSONL {"id","text","audio"[,"real_audio"]}')
+    p.add_argument("--manifest", required=True, help='JSONL {"id","text","audio"[,"real_audio"]} '
+                   '(synth.jsonl of most-decode tts)')
     p.add_argument("--judge", action="append", help="whisper[:DIR] | pocketsphinx | ctc:DIR (repeatable)")
     p.add_argument("--data-root", default=None, help="replaces {data_root} in audio paths")
     p.add_argument("--out", required=True)

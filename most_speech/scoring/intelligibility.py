@@ -57,9 +57,14 @@ class IntelligibilityResult:
         return out
 
 
+#: the real-audio field of ``synth.jsonl`` before ``most-decode tts`` wrote ``real_audio``: the manifest's whole
+#: recording, not the sentence's segment, hence not used
+OLD_REAL_KEY = "ref_audio"
+
+
 def _resolve(path: str, base: Path, data_root: Optional[str]) -> str:
     if data_root is not None:
-        path = path.replace("{data_root}", str(data_root))
+        path = path.replace("{data_root}", str(Path(data_root).absolute()))
     elif "{data_root}" in path:
         raise ValueError(f"audio path {path!r} uses {{data_root}} but no data_root was given")
     p = Path(path)
@@ -70,8 +75,10 @@ def load_items(manifest: PathLike, text_key: str = "text", audio_key: str = "aud
                real_key: str = "real_audio", data_root: Optional[str] = None) -> List[IntelligibilityItem]:
     """Read intelligibility items from a JSONL manifest.
 
-    Each line: ``{"id", "text", "audio": synthesized wav, "real_audio": optional real recording}``. Relative
-    paths are resolved against the manifest's folder; ``{data_root}`` is replaced by ``data_root``.
+    Each line: ``{"id", "text", "audio": synthesized wav, "real_audio": optional real recording}``, as in the
+    ``synth.jsonl`` of ``most-decode tts``. Relative paths are resolved against the manifest's folder;
+    ``{data_root}`` is replaced by ``data_root``. The old ``ref_audio`` field (``synth.jsonl`` of earlier
+    decodes) may name a whole recording rather than the sentence: it is ignored with a warning.
 
     Examples
     --------
@@ -82,15 +89,21 @@ def load_items(manifest: PathLike, text_key: str = "text", audio_key: str = "aud
     True
     """
     manifest = Path(manifest)
-    items = []
+    items, old_rows = [], []
     for i, row in enumerate(read_jsonl(manifest), 1):
         missing = [k for k in ("id", text_key, audio_key) if k not in row]
         if missing:
             raise ValueError(f"{manifest}: record {i} (id {row.get('id')!r}) lacks field(s) {missing}")
         real = row.get(real_key)
+        if real is None and OLD_REAL_KEY in row:
+            old_rows.append(row["id"])
         items.append(IntelligibilityItem(
             str(row["id"]), row[text_key], _resolve(row[audio_key], manifest.parent, data_root),
             _resolve(real, manifest.parent, data_root) if real else None))
+    if old_rows:
+        log.warning("%s: %d rows (e.g. %r) have %r but no %r: their real audio is not scored (it may be a whole "
+                    "recording, not the sentence); re-run most-decode tts to write %r", manifest, len(old_rows),
+                    old_rows[0], OLD_REAL_KEY, real_key, real_key)
     return items
 
 

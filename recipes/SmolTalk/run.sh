@@ -130,9 +130,7 @@ if run_stage 6 "spoken QA"; then
   qa_dir=$datadir/spoken_qa
   [ -f "$qa_dir/questions.jsonl" ] || most-score build-qa --questions "$questions" --limit "$qa_limit" \
     --voice "$qa_voice" --out "$qa_dir"
-  # question audio paths are relative to the question folder
-  export_abs=$(cd "$exp/export" && pwd)
-  (cd "$qa_dir" && most-decode qa "$export_abs" --manifest questions.jsonl --device "$device" --out answers.jsonl)
+  most-decode qa "$exp/export" --manifest "$qa_dir/questions.jsonl" --device "$device" --out "$qa_dir/answers.jsonl"
   most-score qa --questions "$qa_dir/questions.jsonl" --pred "$qa_dir/answers.jsonl" --out "$exp/score/qa_webq"
   finish 6 "spoken QA"
 fi

@@ -1,9 +1,13 @@
 """most-decode on a tiny export: asr / tts / slm-pairs / qa write the files the scoring stage reads."""
 import json
 
+import pytest
 import soundfile as sf
 
 from most_speech.decoding.cli import main
+from most_speech.scoring import cli as score_cli
+from most_speech.scoring import intelligibility
+from most_speech.scoring.judges import CallableJudge
 from most_speech.scoring.slm import read_pairs
 
 from test_inference import tiny_export, write_wav
@@ -48,6 +52,53 @@ def test_tts_writes_wavs_and_judge_manifest(tmp_path):
         data, sr = sf.read(s["audio"])
         assert sr == 16000 and (len(data) > 0) == bool(u["units"])
         assert u["km_tag"] == "mfcc-km16-test" and s["text"] == "the cat sat"
+        # the real recording's segment (start 0.1, duration 0.4) cut to a 16 kHz clip for the judge
+        real, real_sr = sf.read(s["real_audio"])
+        assert "ref_audio" not in s and real_sr == 16000 and len(real) == 6400
+        assert s["real_audio"] == str(tmp_path / "tts" / "real" / f"{s['id'].replace('/', '_')}.wav")
+
+
+def test_tts_synth_manifest_is_scored_with_its_real_audio(tmp_path, monkeypatch):
+    export = tiny_export(tmp_path)
+    main(["tts", str(export), "--manifest", str(manifest(tmp_path, 2)), "--data-root", str(tmp_path),
+          "--out-dir", str(tmp_path / "tts")])
+    # toy judge: hears the sentence in the 0.4 s real clips only
+    judge = CallableJudge(lambda wavs: ["the cat sat" if len(w) == 6400 else "" for w in wavs], name="toy")
+    monkeypatch.setattr(intelligibility, "make_judge", lambda spec: judge)
+    assert score_cli.main(["intelligibility", "--manifest", str(tmp_path / "tts/synth.jsonl"), "--judge", "toy",
+                           "--out", str(tmp_path / "score")]) == 0
+    rows = {r["audio"]: r for r in json.loads((tmp_path / "score/summary.json").read_text())}
+    assert rows["real (ceiling)"]["n_utts"] == 2 and rows["real (ceiling)"]["wer"] == 0.0
+    assert rows["synthesized"]["n_utts"] == 2
+
+
+def test_tts_without_data_root_writes_no_real_audio(tmp_path, caplog):
+    export = tiny_export(tmp_path)
+    main(["tts", str(export), "--manifest", str(manifest(tmp_path, 1)), "--out-dir", str(tmp_path / "tts")])
+    assert "real_audio" not in read(tmp_path / "tts/synth.jsonl")[0]
+    assert "no --data-root was given" in caplog.text
+
+
+def test_qa_reads_build_qa_output_from_any_cwd(tmp_path, monkeypatch):
+    export = tiny_export(tmp_path)
+    (tmp_path / "q.json").write_text(json.dumps([
+        {"qId": "q1", "qText": "what is the capital of france?", "answers": ["Paris"]},
+        {"qId": "q2", "qText": "who wrote hamlet?", "answers": ["Shakespeare"]}]))
+    assert score_cli.main(["build-qa", "--questions", str(tmp_path / "q.json"), "--out",
+                           str(tmp_path / "sq")]) == 0
+    assert read(tmp_path / "sq/questions.jsonl")[0]["audio"] == "wav/q1.wav"  # relative to its folder
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    main(["qa", str(export), "--manifest", "../sq/questions.jsonl", "--out", "answers.jsonl",
+          "--max-new-tokens", "2"])
+    assert [a["id"] for a in read(tmp_path / "elsewhere/answers.jsonl")] == ["q1", "q2"]
+
+
+def test_data_root_placeholder_without_data_root_names_the_utterance(tmp_path):
+    export = tiny_export(tmp_path)
+    with pytest.raises(SystemExit, match=r"test\.jsonl: utterance 'spk/utt0': audio '\{data_root\}/w0\.wav' "
+                                         r"uses \{data_root\}; pass --data-root"):
+        main(["asr", str(export), "--manifest", str(manifest(tmp_path, 1)), "--out", str(tmp_path / "h.jsonl")])
 
 
 def test_slm_pairs_become_unit_token_pairs(tmp_path):

@@ -55,6 +55,22 @@ def test_manifest_paths_and_errors(tmp_path):
         load_items(tmp_path / "bad.jsonl")
 
 
+def test_relative_data_root_is_taken_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "m.jsonl").write_text('{"id": "a", "text": "x", "audio": "a.wav", '
+                                              '"real_audio": "{data_root}/a.flac"}\n')
+    monkeypatch.chdir(tmp_path)
+    item = load_items("exp/m.jsonl", data_root="corpus")[0]
+    assert item.real_audio == str(tmp_path / "corpus" / "a.flac") and item.audio == "exp/a.wav"
+
+
+def test_old_ref_audio_field_is_not_scored(tmp_path, caplog):
+    # synth.jsonl of earlier most-decode tts: "ref_audio" may be a whole recording, not the sentence's segment
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "text": "x", "audio": "a.wav", "ref_audio": "/c/long.flac"}\n')
+    assert load_items(tmp_path / "m.jsonl")[0].real_audio is None
+    assert "have 'ref_audio' but no 'real_audio'" in caplog.text and "m.jsonl" in caplog.text
+
+
 def test_report_files(tmp_path):
     items = [IntelligibilityItem("u1", "the quick", np.zeros(1600), real_audio=np.zeros(3200))]
     out = write_intelligibility_report([evaluate_intelligibility(items, _toy_judge(), progress=False)], tmp_path)
