@@ -113,6 +113,9 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     # synth.jsonl pairs each synthesized wav with the real recording (segments cut to tts_$s/real/)
     most-decode tts "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_$s"
+    # the same sentences voiced from their real units: the ceiling the vocoder and units put on TTS
+    most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
+      --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"
   fi
   # spoken-LM pairs: word vs pseudoword over the mini vocabulary, both spoken by a held-out voice
   if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
@@ -135,11 +138,11 @@ if run_stage 10 "score"; then
     fi
     most-score wer --ref "$ref" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
   done
-  s=${test_sets%% *}
-  if [ -f "$exp/decode/tts_$s/synth.jsonl" ]; then
-    most-score intelligibility --manifest "$exp/decode/tts_$s/synth.jsonl" --judge "$judge" \
-      --out "$exp/score/tts_$s"
-  fi
+  for synth in "$exp"/decode/tts_*/synth.jsonl; do
+    [ -f "$synth" ] || continue
+    name=$(basename "$(dirname "$synth")")
+    most-score intelligibility --manifest "$synth" --judge "$judge" --out "$exp/score/$name"
+  done
   for p in "$exp"/decode/slm_*/pairs.jsonl; do
     [ -f "$p" ] || continue
     name=$(basename "$(dirname "$p")")

@@ -6,6 +6,10 @@ Subcommands::
     most-decode tts  EXPORT --manifest test.jsonl --out-dir exp/decode/tts_test [--temperature 0.8]
     most-decode slm-pairs EXPORT --pairs pairs.csv --out pairs.jsonl      (audio pairs -> unit-token pairs)
     most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
+    most-decode resynth EXPORT --manifest test.jsonl --units dump/units/all.jsonl --out-dir DIR
+
+``resynth`` voices each utterance's own k-means units (deduplicated, as TTS targets are) with the export's
+vocoder: judged like ``tts`` output, it is the ceiling the vocoder and unit inventory put on TTS.
 
 Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--data-root``; other relative
 paths are taken from the manifest's own folder, as ``most-score build-qa`` writes them), ``start`` /
@@ -146,6 +150,31 @@ def _cmd_tts(args, loaded):
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
 
 
+def _cmd_resynth(args, loaded):
+    from ..vocoder.data import read_unit_file
+    from ..vocoder.units import deduplicate
+    if loaded.vocoder is None:
+        raise SystemExit(f"{args.export}: the export has no vocoder")
+    units, _ = read_unit_file(args.units, km_tag=loaded.info.km_tag)
+    out_dir = Path(args.out_dir)
+    (out_dir / "wav").mkdir(parents=True, exist_ok=True)
+    rows = _entries(args, required=("text",))
+    missing = [r["id"] for r in rows if r["id"] not in units]
+    if missing:
+        raise SystemExit(f"{args.units}: no units for {len(missing)} utterances of {args.manifest} "
+                         f"(e.g. {missing[0]!r})")
+    synth_rows = []
+    for part in tqdm(chunks(rows, args.batch_size), desc="resynth", unit="batch"):
+        seqs = [deduplicate(units[r["id"]])[0].tolist() for r in part]
+        wavs = loaded.vocoder.synthesize(seqs, km_tag=loaded.info.km_tag, deduplicated=True)
+        for row, wav in zip(part, wavs):
+            path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
+            save_audio(path, wav, loaded.vocoder.sample_rate)
+            synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"]})
+    write_jsonl(out_dir / "synth.jsonl", synth_rows)
+    print(f"wrote {len(synth_rows)} resynthesized utterances to {out_dir}")
+
+
 def _cmd_slm_pairs(args, loaded):
     from ..scoring.slm import write_pairs
     from ..scoring.slm_data import encode_audio_pairs
@@ -219,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--speak", action="store_true")
     qa.add_argument("--out-dir")
     qa.add_argument("--max-new-tokens", type=int, default=64)
+    resynth = sub.add_parser("resynth", help="real units -> waveform (the vocoder's ceiling for TTS)")
+    common(resynth)
+    resynth.add_argument("--units", required=True, help="units JSONL (most-dump-units) covering the manifest")
+    resynth.add_argument("--out-dir", required=True)
     return p
 
 
@@ -228,7 +261,8 @@ def main(argv=None) -> None:
     from ..inference.interfaces import _Loaded
     with torch.no_grad():  # a context, not set_grad_enabled: main() is also called from Python
         loaded = _Loaded(args.export, args.device)
-        {"asr": _cmd_asr, "tts": _cmd_tts, "slm-pairs": _cmd_slm_pairs, "qa": _cmd_qa}[args.cmd](args, loaded)
+        {"asr": _cmd_asr, "tts": _cmd_tts, "slm-pairs": _cmd_slm_pairs, "qa": _cmd_qa,
+         "resynth": _cmd_resynth}[args.cmd](args, loaded)
 
 
 if __name__ == "__main__":

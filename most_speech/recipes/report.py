@@ -108,6 +108,9 @@ def _timings(path: Path) -> List[Tuple[str, str, str]]:
     return [best[k] for k in sorted(best)]
 
 
+RESYNTH_SUFFIX = "_resynth"
+
+
 def _asr_rows(score_dir: Path) -> List[str]:
     rows = []
     for summary in sorted(score_dir.glob("asr_*/summary.json")):
@@ -120,9 +123,12 @@ def _asr_rows(score_dir: Path) -> List[str]:
 def _tts_rows(score_dir: Path) -> List[str]:
     rows = []
     for summary in sorted(score_dir.glob("tts_*/summary.json")):
+        name = summary.parent.name[4:]
+        resynth = name.endswith(RESYNTH_SUFFIX)  # most-decode resynth: the test set's own units, vocoded
         for r in _load(summary):
-            rows.append(f"| {summary.parent.name[4:]} | {r['judge']} | {r['audio']} | {r['n_utts']} | "
-                        f"**{r['wer']:.2f}** | {r['cer']:.2f} |")
+            audio = "resynthesized from real units (vocoder ceiling)" if resynth else r["audio"]
+            rows.append(f"| {name[:-len(RESYNTH_SUFFIX)] if resynth else name} | {r['judge']} | {audio} | "
+                        f"{r['n_utts']} | **{r['wer']:.2f}** | {r['cer']:.2f} |")
     return rows
 
 

@@ -136,12 +136,20 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
         {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2]}))
     (exp / "timings.tsv").write_text("8\t100\ttrain\n9\t20\tdecode\n8\t90\ttrain\n")
+    for name, rows in {"tts_test": [("synthesized", 80.0), ("real (ceiling)", 30.0)],
+                       "tts_test_resynth": [("synthesized", 60.0)]}.items():
+        (exp / "score" / name).mkdir(parents=True)
+        (exp / "score" / name / "summary.json").write_text(json.dumps(
+            [{"judge": "whisper", "audio": a, "n_utts": 4, "wer": w, "cer": w / 2} for a, w in rows]))
     md = tmp_path / "RESULTS.md"
     md.write_text("# Results\n\nhand-written notes stay\n")
     report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
     text = md.read_text()
     assert "hand-written notes stay" in text and "| test | 4 | **12.50** |" in text
     assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 |" in text
+    assert "| test | whisper | synthesized | 4 | **80.00** |" in text
+    assert "| test | whisper | real (ceiling) | 4 | **30.00** |" in text
+    assert "| test | whisper | resynthesized from real units (vocoder ceiling) | 4 | **60.00** |" in text
     assert "| train/loss/asr | 1.500 | 20 |" in text and "| | total | 120 |" in text
     assert (tmp_path / "mini_curves.png").stat().st_size > 1000
     report.update_section(md, "mini", "replaced")

@@ -72,6 +72,30 @@ def test_tts_synth_manifest_is_scored_with_its_real_audio(tmp_path, monkeypatch)
     assert rows["synthesized"]["n_utts"] == 2
 
 
+def test_resynth_voices_each_utterances_own_units_deduplicated(tmp_path):
+    export = tiny_export(tmp_path)
+    m = manifest(tmp_path, 2)
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"id": "spk/utt0", "units": [3, 3, 3, 5]}\n{"id": "spk/utt1", "units": [1]}\n'
+                     '{"id": "other", "units": [2]}\n')
+    (tmp_path / "units.km_tag").write_text("mfcc-km16-test\n")
+    main(["resynth", str(export), "--manifest", str(m), "--units", str(units), "--out-dir", str(tmp_path / "rs")])
+    synth = read(tmp_path / "rs/synth.jsonl")
+    assert [s["id"] for s in synth] == ["spk/utt0", "spk/utt1"] and synth[0]["text"] == "the cat sat"
+    from most_speech.vocoder import load_vocoder
+    voc = load_vocoder(export / "vocoder")
+    want = voc.synthesize([[3, 5]], km_tag="mfcc-km16-test", deduplicated=True)[0].numpy()
+    got, sr = sf.read(synth[0]["audio"], dtype="float32")
+    assert sr == voc.sample_rate and len(got) == len(want)
+    (tmp_path / "units.km_tag").write_text("fbank-km16-other\n")
+    with pytest.raises(ValueError, match="km"):
+        main(["resynth", str(export), "--manifest", str(m), "--units", str(units), "--out-dir", str(tmp_path / "x")])
+    units.write_text('{"id": "spk/utt0", "units": [3]}\n')
+    (tmp_path / "units.km_tag").write_text("mfcc-km16-test\n")
+    with pytest.raises(SystemExit, match="spk/utt1"):
+        main(["resynth", str(export), "--manifest", str(m), "--units", str(units), "--out-dir", str(tmp_path / "y")])
+
+
 def test_tts_without_data_root_writes_no_real_audio(tmp_path, caplog):
     export = tiny_export(tmp_path)
     main(["tts", str(export), "--manifest", str(manifest(tmp_path, 1)), "--out-dir", str(tmp_path / "tts")])
