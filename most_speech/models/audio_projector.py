@@ -32,8 +32,10 @@ class AudioProjector(nn.Module):
         Encoder frame width and LM hidden size.
     stack : int
         Consecutive frames concatenated before the projection (lowers the frame rate by ``stack``).
-    kind : {"linear", "mlp"}
-        MoST uses a single linear layer.
+    kind : {"linear", "mlp", "conv"}
+        MoST uses a single linear layer. ``"conv"`` adds two residual convolutions (kernel 5, GELU) over the
+        stacked positions, so each LM position also sees its neighbours on both sides; padding is masked
+        before each convolution, so a segment's output does not depend on what it is batched with.
     norm : {"none", "utterance"}
         ``"utterance"``: mean and variance normalisation of each segment over its own frames (padding
         excluded), before stacking. HuBERT's last layer is already layer-normalised (MoST: ``"none"``); raw
@@ -51,6 +53,10 @@ class AudioProjector(nn.Module):
     >>> b, _ = normed(3.0 * torch.randn(1, 50, 80) + 16.0, torch.tensor([50]))
     >>> a.shape == b.shape
     True
+    >>> conv = AudioProjector(80, 64, stack=4, kind="conv")
+    >>> out, lens = conv(torch.randn(2, 40, 80), torch.tensor([40, 17]))
+    >>> out.shape, lens.tolist(), bool(out[1, 5:].abs().sum() == 0)
+    (torch.Size([2, 10, 64]), [10, 5], True)
     """
 
     NORMS = ("none", "utterance")
@@ -69,6 +75,9 @@ class AudioProjector(nn.Module):
             self.proj = nn.Linear(width, out_dim)
         elif kind == "mlp":
             self.proj = nn.Sequential(nn.Linear(width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        elif kind == "conv":
+            self.proj = nn.Linear(width, out_dim)
+            self.convs = nn.ModuleList(nn.Conv1d(out_dim, out_dim, 5, padding=2) for _ in range(2))
         else:
             raise ValueError(f"unknown audio projector kind {kind!r}")
 
@@ -80,7 +89,15 @@ class AudioProjector(nn.Module):
             pad = (-N) % self.stack
             feats = F.pad(feats, (0, 0, 0, pad)).reshape(S, (N + pad) // self.stack, D * self.stack)
             lengths = torch.div(lengths + self.stack - 1, self.stack, rounding_mode="floor")
-        return self.proj(feats), lengths
+        out = self.proj(feats)
+        if hasattr(self, "convs"):
+            valid = (torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None].to(out.device))
+            valid = valid[:, None, :].to(out.dtype)
+            x = out.transpose(1, 2) * valid
+            for conv in self.convs:
+                x = (x + F.gelu(conv(x))) * valid
+            out = x.transpose(1, 2)
+        return out, lengths
 
 
 @dataclass

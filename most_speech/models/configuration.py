@@ -53,7 +53,9 @@ class MoSTConfig(DeepseekV2Config):
     audio_frame_stack : int
         Consecutive encoder frames concatenated before the projection (1: none; 2 halves the frame rate).
     audio_projector_type : str
-        ``"linear"`` (MoST) or ``"mlp"`` (linear, GELU, linear).
+        ``"linear"`` (MoST), ``"mlp"`` (linear, GELU, linear) or ``"conv"`` (linear, then two residual
+        convolutions over time that see 2 stacked positions either side: context for raw filterbanks, which,
+        unlike HuBERT's frames, carry none).
     audio_feature_norm : str
         ``"none"`` (MoST, for HuBERT features) or ``"utterance"``: per-segment mean and variance normalisation
         of the frames before the projector (use it for filterbank or MFCC input).
@@ -132,9 +134,9 @@ class MoSTConfig(DeepseekV2Config):
             raise ValueError(f"MoSTConfig: topk_method={self.topk_method!r}; use 'greedy' or 'group_limited_greedy'")
         if not 1 <= k <= E:
             raise ValueError(f"MoSTConfig: num_experts_per_tok={k} must be in 1..n_routed_experts={E}")
-        if self.audio_frame_stack < 1 or self.audio_projector_type not in ("linear", "mlp"):
+        if self.audio_frame_stack < 1 or self.audio_projector_type not in ("linear", "mlp", "conv"):
             raise ValueError(f"MoSTConfig: audio_frame_stack={self.audio_frame_stack} must be >= 1 and "
-                             f"audio_projector_type={self.audio_projector_type!r} one of 'linear', 'mlp'")
+                             f"audio_projector_type={self.audio_projector_type!r} one of 'linear', 'mlp', 'conv'")
         if self.audio_feature_norm not in ("none", "utterance"):
             raise ValueError(f"MoSTConfig: audio_feature_norm={self.audio_feature_norm!r} must be 'none' or "
                              f"'utterance'")

@@ -9,12 +9,15 @@ checkpoints and DDP wrapping; this subclass adds:
   is committed after each trained batch and checkpointed;
 * per-task train and validation losses, aux loss, learning rate, tokens/s and expert balance per modality
   (:class:`~most_speech.training.monitor.TrainingMonitor`);
-* continuous audio features for the batch's audio spans (:mod:`most_speech.training.features`).
+* continuous audio features for the batch's audio spans (:mod:`most_speech.training.features`), augmented in
+  training by ``feature_augment`` when the hparams give one (e.g. a SpeechBrain ``Augmenter`` of
+  ``SpectrogramDrop`` and ``Warping``: SpecAugment on the frames before the projector).
 
 Required hparams: ``optimizer`` (callable ``model -> optimizer``), ``lr_schedule`` (callable
 ``(optimizer, total_steps) -> scheduler`` or None), ``total_steps``; optional ``engine`` ("torch" /
 "deepspeed"), ``deepspeed_config``, ``max_grad_norm``, ``log_interval``, ``keep_checkpoints``,
-``keep_intra_epoch_checkpoints``.
+``keep_intra_epoch_checkpoints``, ``feature_augment`` (callable ``(features [S, N, D], relative lengths [S])
+-> (features, lengths)``, applied to training batches only).
 """
 from __future__ import annotations
 
@@ -117,16 +120,31 @@ class MoSTBrain(sb.Brain):
         return super().fit(epoch_counter, train_set, valid_set, **kwargs)
 
     # ------------------------------------------------------------------ forward / loss
-    def _model_inputs(self, batch) -> dict:
+    def _model_inputs(self, batch, stage=sb.Stage.TRAIN) -> dict:
         inputs = {k: batch[k].to(self.device) for k in _MODEL_KEYS}
         audio = batch_audio_features(batch.get("audio_spans") or [], self.feature_source)
         if audio is not None:
-            inputs.update({k: v.to(self.device) for k, v in audio.items()})
+            audio = {k: v.to(self.device) for k, v in audio.items()}
+            if stage == sb.Stage.TRAIN:
+                audio["audio_features"] = self._augment(audio["audio_features"], audio["audio_feature_lengths"])
+            inputs.update(audio)
         return inputs
+
+    def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``feature_augment`` on the padded frames; it may not change their number (the spliced positions
+        and CTC lengths are fixed by then)."""
+        augment = getattr(self.hparams, "feature_augment", None)
+        if augment is None or feats.shape[0] == 0:
+            return feats
+        out, _ = augment(feats, lengths.float() / feats.shape[1])
+        if out.shape != feats.shape:
+            raise ValueError(f"feature_augment changed the feature shape {tuple(feats.shape)} -> "
+                             f"{tuple(out.shape)}; use augmentations that keep it (no concat_original)")
+        return out
 
     def compute_forward(self, batch, stage):
         forward = self.engine.model if self.engine is not None else self.modules["model"]
-        return forward(**self._model_inputs(batch))
+        return forward(**self._model_inputs(batch, stage))
 
     def compute_objectives(self, predictions, batch, stage):
         return predictions.loss if stage == sb.Stage.TRAIN else predictions.lm_loss

@@ -94,8 +94,9 @@ def test_training_step_trains_projector_not_frozen_encoder():
     assert not any(m.training for m in encoder.modules())
 
 
-def test_generation_from_audio_same_with_and_without_cache():
-    model = model_with_projector()
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_generation_from_audio_same_with_and_without_cache(kind):
+    model = model_with_projector(audio_projector_type=kind, audio_frame_stack=2)
     layout = model.config.layout
     ids = torch.tensor([[layout.bos_id, 5, layout.bow_id, layout.eow_id, 9],
                         [layout.pad_id, layout.bos_id, layout.bow_id, layout.eow_id, 6]])
@@ -134,3 +135,19 @@ def test_utterance_norm_removes_each_segments_offset_and_scale_and_ignores_paddi
         MoSTConfig.tiny(audio_feature_dim=FEAT_DIM, audio_feature_norm="batch")
     model = model_with_projector(audio_feature_norm="utterance")
     assert model.audio_projector.norm is not None
+
+
+def test_conv_projector_output_does_not_depend_on_batching():
+    torch.manual_seed(0)
+    proj = AudioProjector(FEAT_DIM, 16, stack=2, kind="conv").eval()
+    a, b = torch.randn(1, 11, FEAT_DIM), torch.randn(1, 4, FEAT_DIM)
+    alone, _ = proj(b, torch.tensor([4]))
+    batch = torch.cat([a, torch.nn.functional.pad(b, (0, 0, 0, 7), value=5.0)])  # padding is junk on purpose
+    together, lens = proj(batch, torch.tensor([11, 4]))
+    assert lens.tolist() == [6, 2]
+    torch.testing.assert_close(together[1, :2], alone[0])
+    assert together[1, 2:].abs().sum() == 0
+    # and a position does see its right-hand neighbours (the convolutions are not causal)
+    later = a.clone()
+    later[0, 8:] += 1.0
+    assert not torch.allclose(proj(a, torch.tensor([11]))[0][0, 3], proj(later, torch.tensor([11]))[0][0, 3])
