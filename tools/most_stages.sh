@@ -106,7 +106,8 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   for s in $test_sets; do
     [[ " $evals " == *" asr "* ]] || continue
     most-decode asr "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$decode_limit" \
-      --device "$device" --out "$exp/decode/asr_$s/hyp.jsonl"
+      --beam-size "${asr_beam_size:-1}" --ctc-weight "${asr_ctc_weight:-0}" --device "$device" \
+      --out "$exp/decode/asr_$s/hyp.jsonl"
   done
   s=${test_sets%% *}
   if [[ " $evals " == *" tts "* ]]; then

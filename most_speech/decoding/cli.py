@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    most-decode asr  EXPORT --manifest test.jsonl --out exp/decode/asr_test/hyp.jsonl [--beam-size 4]
+    most-decode asr  EXPORT --manifest test.jsonl --out exp/decode/asr_test/hyp.jsonl [--beam-size 4] [--ctc-weight 0.3]
     most-decode tts  EXPORT --manifest test.jsonl --out-dir exp/decode/tts_test [--temperature 0.8]
     most-decode slm-pairs EXPORT --pairs pairs.csv --out pairs.jsonl      (audio pairs -> unit-token pairs)
     most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from ..audio.io import load_audio, save_audio
-from ..data.fileio import write_jsonl
+from ..data.fileio import atomic_write_json, write_jsonl
 from ..data.manifest import DATA_ROOT, iter_manifest
 from .generation import SamplingConfig, chunks
 
@@ -88,12 +88,14 @@ def _with_wavs(loaded, rows: List[dict]) -> List[dict]:
 def _cmd_asr(args, loaded):
     from .asr import ASRDecoder
     dec = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, beam_size=args.beam_size,
-                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, ctc_weight=args.ctc_weight)
     out = []
     for part in tqdm(chunks(_entries(args), args.batch_size), desc="asr", unit="batch"):
         entries = _with_wavs(loaded, part)
         out += [{"id": e["id"], "text": h} for e, h in zip(entries, dec.decode_batch(entries))]
     write_jsonl(args.out, out)
+    settings = {"beam_size": args.beam_size, "ctc_weight": args.ctc_weight}  # how the hypotheses were made
+    atomic_write_json(Path(args.out).parent / "decoding.json", settings)
     print(f"wrote {len(out)} hypotheses to {args.out}")
 
 
@@ -230,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(asr)
     asr.add_argument("--out", required=True)
     asr.add_argument("--beam-size", type=int, default=1)
+    asr.add_argument("--ctc-weight", type=float, default=0.0,
+                     help="0: LM decoding; 1: CTC greedy; between: joint CTC/attention rescoring of the N-best "
+                          "(models trained with a CTC head)")
     asr.add_argument("--max-new-tokens", type=int, default=200)
     tts = sub.add_parser("tts", help="text -> units -> waveform")
     common(tts)

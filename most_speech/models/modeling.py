@@ -18,7 +18,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 
-from .audio_ctc import AudioCTCHead
+from .audio_ctc import AudioCTCHead, gather_frames
 from .audio_projector import AudioProjector, splice_audio_frames
 from .configuration import MoSTConfig
 from .mla import MLAAttention, MoSTRMSNorm, MoSTRotaryEmbedding, _rope_inv_freq
@@ -276,6 +276,20 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, ctc_loss=ctc_loss, logits=logits,
                                   past_key_values=out.past_key_values, hidden_states=out.hidden_states,
                                   routing_counts=out.routing_counts)
+
+    def audio_ctc_log_probs(self, input_ids, audio_features, audio_feature_lengths, attention_mask=None):
+        """The CTC head's ``[S, N, text_vocab + 1]`` log-probabilities over each audio segment's frames, and the
+        frame counts ``[S]``, for a prompt that holds the segments (as in ``forward``; blank is the last class).
+
+        Used by CTC and joint CTC/attention ASR decoding (:class:`~most_speech.decoding.asr.ASRDecoder`).
+        """
+        if self.audio_ctc_head is None:
+            raise ValueError("the model has no CTC head (it was trained with audio_ctc_weight = 0)")
+        spliced = self.splice_audio(input_ids, audio_features, audio_feature_lengths, attention_mask)
+        out = self.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                         position_ids=spliced.position_ids, modality_ids=spliced.modality_ids, use_cache=False)
+        frames = gather_frames(out.last_hidden_state, spliced.frame_starts, spliced.frame_lengths)
+        return self.audio_ctc_head(frames), spliced.frame_lengths
 
     @torch.no_grad()
     def generate(self, input_ids=None, audio_features=None, audio_feature_lengths=None, attention_mask=None,

@@ -111,11 +111,29 @@ def _timings(path: Path) -> List[Tuple[str, str, str]]:
 RESYNTH_SUFFIX = "_resynth"
 
 
+def decoding_label(settings: Optional[dict]) -> str:
+    """How ASR hypotheses were decoded, from ``most-decode asr``'s ``decoding.json``.
+
+    Examples
+    --------
+    >>> decoding_label({"beam_size": 4, "ctc_weight": 0.5}), decoding_label({"beam_size": 1, "ctc_weight": 0})
+    ('beam 4 + CTC 0.5', 'greedy')
+    """
+    if not settings:
+        return "-"
+    beam, ctc = int(settings.get("beam_size", 1)), float(settings.get("ctc_weight", 0.0))
+    if ctc >= 1.0:
+        return "CTC greedy"
+    label = "greedy" if beam == 1 else f"beam {beam}"
+    return f"{label} + CTC {ctc:g}" if ctc > 0 else label
+
+
 def _asr_rows(score_dir: Path) -> List[str]:
     rows = []
     for summary in sorted(score_dir.glob("asr_*/summary.json")):
-        s = _load(summary)
-        rows.append(f"| {summary.parent.name[4:]} | {s['n_utts']} | **{s['error_rate']:.2f}** | "
+        s, name = _load(summary), summary.parent.name[4:]
+        how = decoding_label(_load(score_dir.parent / "decode" / f"asr_{name}" / "decoding.json"))
+        rows.append(f"| {name} | {how} | {s['n_utts']} | **{s['error_rate']:.2f}** | "
                     f"{s['sub']} / {s['del']} / {s['ins']} | {s['sentence_error_rate']:.2f} |")
     return rows
 
@@ -150,8 +168,8 @@ def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Res
     if info:
         out += ["| fact | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info.items()] + [""]
     tables = [
-        ("ASR (greedy decoding), WER %", "| test set | utts | WER % | sub / del / ins | SER % |",
-         "|---|---:|---:|---|---:|", _asr_rows(score)),
+        ("ASR, WER %", "| test set | decoding | utts | WER % | sub / del / ins | SER % |",
+         "|---|---|---:|---:|---|---:|", _asr_rows(score)),
         ("TTS intelligibility: the judge's WER on the synthesized speech, and on the corpus's own recordings "
          "of the same sentences (the judge's floor)", "| test set | judge | audio | utts | WER % | CER % |",
          "|---|---|---|---:|---:|---:|", _tts_rows(score)),

@@ -58,6 +58,8 @@ train_args=               # extra --key=value overrides for train.py
 tag=stage1                # experiment name: $expdir/$tag
 # decoding and scoring
 decode_limit=0            # decode at most this many utterances per test set (0: all)
+asr_beam_size=1           # ASR beam (1: greedy)
+asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
@@ -74,6 +76,7 @@ if true_value "$mini"; then
   # These are its defaults; options given on the command line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
   encoder=fbank; nclusters=128; unit_rate=100; frame_stack=8; text_form=normalized
+  asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding (weight chosen on the dev split)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
   parse_options "$@"
 fi

@@ -132,6 +132,8 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     (exp / "score" / "asr_test").mkdir(parents=True)
     (exp / "score" / "asr_test" / "summary.json").write_text(json.dumps(
         {"error_rate": 12.5, "n_utts": 4, "sub": 1, "del": 0, "ins": 0, "sentence_error_rate": 25.0}))
+    (exp / "decode" / "asr_test").mkdir(parents=True)  # written by most-decode asr
+    (exp / "decode" / "asr_test" / "decoding.json").write_text(json.dumps({"beam_size": 4, "ctc_weight": 0.3}))
     (exp / "score" / "slm_swuggy").mkdir(parents=True)
     (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
         {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2]}))
@@ -145,7 +147,7 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     md.write_text("# Results\n\nhand-written notes stay\n")
     report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
     text = md.read_text()
-    assert "hand-written notes stay" in text and "| test | 4 | **12.50** |" in text
+    assert "hand-written notes stay" in text and "| test | beam 4 + CTC 0.3 | 4 | **12.50** |" in text
     assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 |" in text
     assert "| test | whisper | synthesized | 4 | **80.00** |" in text
     assert "| test | whisper | real (ceiling) | 4 | **30.00** |" in text

@@ -35,6 +35,7 @@ def test_asr_and_qa(tmp_path):
           str(tmp_path / "asr/hyp.jsonl"), "--max-new-tokens", "3", "--batch-size", "2"])
     hyps = read(tmp_path / "asr/hyp.jsonl")
     assert [h["id"] for h in hyps] == ["spk/utt0", "spk/utt1", "spk/utt2"]
+    assert json.loads((tmp_path / "asr/decoding.json").read_text()) == {"beam_size": 1, "ctc_weight": 0.0}
     main(["qa", str(export), "--manifest", str(m), "--data-root", str(tmp_path), "--out",
           str(tmp_path / "qa/answers.jsonl"), "--max-new-tokens", "2", "--limit", "2"])
     assert len(read(tmp_path / "qa/answers.jsonl")) == 2
