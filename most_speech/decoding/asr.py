@@ -74,7 +74,7 @@ class ASRDecoder:
             if self.features is None:
                 raise ValueError("ASR prompts use continuous audio but the decoder has no feature source")
             feats = self.features(entries)
-        return left_pad([ex.input_ids for ex in examples], self.tokenizer.pad_id, feats)
+        return left_pad([ex.input_ids for ex in examples], self.tokenizer.pad_id, feats).to(self.model.device)
 
     @torch.no_grad()
     def decode_batch(self, entries: Sequence[dict]) -> List[str]:
@@ -133,10 +133,10 @@ class ASRDecoder:
         scores = torch.full((len(cands),), float("-inf"))
         ok = [k for k, c in enumerate(cands) if all(0 <= t < blank for t in c)]
         if ok:
-            targets = [torch.tensor(cands[k], dtype=torch.long) for k in ok]
+            targets = [torch.tensor(cands[k], dtype=torch.long, device=log_probs.device) for k in ok]
             lp = log_probs[:frames, None, :].expand(frames, len(ok), -1)
             padded = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True) if any(len(t) for t in targets) \
-                else torch.zeros(len(ok), 1, dtype=torch.long)
+                else log_probs.new_zeros(len(ok), 1, dtype=torch.long)
             nll = F.ctc_loss(lp, padded, torch.full((len(ok),), frames), torch.tensor([len(t) for t in targets]),
                              blank=blank, reduction="none", zero_infinity=False)
             scores[ok] = -nll.float().cpu()
@@ -147,12 +147,12 @@ class ASRDecoder:
         prompt = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
         rows = [prompt + list(c) + [self.tokenizer.eos_id] for c in cands]
         width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long, device=batch.input_ids.device)
         labels = torch.full_like(ids, -100)
         for k, r in enumerate(rows):
-            ids[k, :len(r)] = torch.tensor(r)
+            ids[k, :len(r)] = torch.tensor(r, device=ids.device)
             labels[k, len(prompt):len(r)] = ids[k, len(prompt):len(r)]
-        mask = (labels != -100) | (torch.arange(width)[None, :] < len(prompt))
+        mask = (labels != -100) | (torch.arange(width, device=ids.device)[None, :] < len(prompt))
         n = int(batch.audio_feature_lengths[i])
         feats = batch.audio_features[i:i + 1, :n].expand(len(rows), -1, -1)
         spliced = self.model.splice_audio(ids, feats, batch.audio_feature_lengths[i:i + 1].expand(len(rows)),

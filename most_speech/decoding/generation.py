@@ -126,6 +126,12 @@ class PromptBatch:
     audio_features: Optional[torch.Tensor] = None
     audio_feature_lengths: Optional[torch.LongTensor] = None
 
+    def to(self, device) -> "PromptBatch":
+        """The same batch on ``device`` (the model's), so decoding runs where the model is."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PromptBatch(move(self.input_ids), move(self.attention_mask), move(self.audio_features),
+                           move(self.audio_feature_lengths))
+
     def generate_kwargs(self) -> dict:
         kw = {"attention_mask": self.attention_mask}
         if self.audio_features is not None:

@@ -51,7 +51,7 @@ class SpokenQADecoder:
         feats = self.features(entries) if any(ex.audio_spans for ex in examples) else None
         if any(ex.audio_spans for ex in examples) and self.features is None:
             raise ValueError("spoken questions use continuous audio but the decoder has no feature source")
-        return left_pad([ex.input_ids for ex in examples], self.tokenizer.pad_id, feats)
+        return left_pad([ex.input_ids for ex in examples], self.tokenizer.pad_id, feats).to(self.model.device)
 
     def _generate(self, batch, **kw):
         out = self.model.generate(batch.input_ids, **batch.generate_kwargs(), pad_token_id=self.tokenizer.pad_id,

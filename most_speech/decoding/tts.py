@@ -95,7 +95,7 @@ class TTSDecoder:
         """Unit sequences (deduplicated, as trained) for one batch of texts."""
         prompts = [self._prompt(t) for t in texts]
         budgets = [self._budget(t) for t in texts]
-        batch = left_pad(prompts, self.tokenizer.pad_id)
+        batch = left_pad(prompts, self.tokenizer.pad_id).to(self.model.device)
         width = batch.input_ids.shape[1]
         proc = UnitOnlyLogitsProcessor(self.layout, width, min_units=min(b[0] for b in budgets),
                                        max_units=[b[1] for b in budgets])

@@ -112,3 +112,16 @@ def test_ctc_decoding_needs_a_ctc_head(setup):
         ASRDecoder(plain, tpl, features=features, ctc_weight=0.5)
     with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\]"):
         ASRDecoder(plain, tpl, features=features, ctc_weight=1.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_decoding_runs_where_the_model_is(setup):
+    tok, model, tpl, features = setup
+    entries = [{"id": "a"}, {"id": "b"}]
+    cpu = ASRDecoder(model, tpl, features=features, beam_size=2, max_new_tokens=4, ctc_weight=0.5)
+    want = cpu.decode_batch(entries)
+    gpu_model = MoSTForCausalLM(model.config).eval()
+    gpu_model.load_state_dict(model.state_dict())
+    gpu = ASRDecoder(gpu_model.cuda(), tpl, features=features, beam_size=2, max_new_tokens=4, ctc_weight=0.5)
+    assert gpu.decode_batch(entries) == want
