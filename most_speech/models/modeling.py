@@ -202,7 +202,8 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
     >>> from most_speech.models import MoSTConfig, MoSTForCausalLM
     >>> model = MoSTForCausalLM(MoSTConfig.tiny()).eval()
     >>> ids = torch.tensor([[1, 2, 3]])
-    >>> model.generate(ids, max_new_tokens=4, do_sample=False).shape
+    >>> # min_new_tokens: a random model may emit EOS at any step
+    >>> model.generate(ids, min_new_tokens=4, max_new_tokens=4, do_sample=False).shape
     torch.Size([1, 7])
     """
 

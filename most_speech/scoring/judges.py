@@ -96,6 +96,13 @@ def bundled_whisper_dir() -> Path:
 class WhisperJudge(ASRJudge):
     """faster-whisper judge (default: the bundled ``tiny.en``, int8 CPU, greedy, English).
 
+    Decoding is whisper's reference scheme: greedy, falling back to sampling at rising temperatures when a
+    decode looks like a hallucination (repetition loops, low log-probability). On poor synthetic speech that
+    happens for most clips, so the sampler is reseeded with ``seed`` before every clip: a clip's transcript
+    does not depend on the run or on its position in the batch. ``temperature=0``
+    turns the fallback off (faster, but repetition loops then inflate the WER of unintelligible audio:
+    193 % vs 122 % on the mini run's resynthesized units).
+
     Examples
     --------
     >>> judge = WhisperJudge()  # doctest: +SKIP
@@ -106,20 +113,25 @@ class WhisperJudge(ASRJudge):
     name = "whisper"
 
     def __init__(self, model_dir: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
-                 language: str = "en", beam_size: int = 1, cpu_threads: int = 0):
+                 language: str = "en", beam_size: int = 1, cpu_threads: int = 0,
+                 temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seed: int = 0):
         from faster_whisper import WhisperModel
 
         self.model_dir = str(model_dir or bundled_whisper_dir())
-        self.language, self.beam_size = language, beam_size
+        self.language, self.beam_size, self.seed = language, beam_size, seed
+        self.temperature = list(temperature) if isinstance(temperature, (tuple, list)) else temperature
         log.info("loading whisper judge from %s (%s, %s)", self.model_dir, device, compute_type)
         self.model = WhisperModel(self.model_dir, device=device, compute_type=compute_type,
                                   cpu_threads=cpu_threads)
 
     def _transcribe_batch(self, wavs):
+        import ctranslate2
+
         texts = []
         for wav in wavs:
+            ctranslate2.set_random_seed(self.seed)
             segments, _ = self.model.transcribe(wav, language=self.language, beam_size=self.beam_size,
-                                                condition_on_previous_text=False)
+                                                condition_on_previous_text=False, temperature=self.temperature)
             texts.append(" ".join(s.text.strip() for s in segments))
         return texts
 

@@ -3,6 +3,7 @@ import csv
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from most_speech.scoring.intelligibility import IntelligibilityItem, evaluate_intelligibility
@@ -35,6 +36,16 @@ def test_whisper_on_jfk(whisper):
     _need(JFK)
     hyp = whisper.transcribe([JFK], progress=False)[0]  # 44.1 kHz stereo FLAC: exercises mono + resampling
     assert score_texts([JFK_TEXT], [hyp]).error_rate <= 0.1, hyp
+
+
+def test_whisper_judge_is_deterministic_on_unintelligible_audio(whisper):
+    # babble-like noise makes whisper hallucinate: exactly the case where a sampling fallback would vary
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.3 * np.sin(7 * t))) * rng.standard_normal(t.size))
+    wav = wav.astype(np.float32)
+    first, second = whisper.transcribe([wav, wav], progress=False)
+    assert first == second
 
 
 def test_whisper_judges_spoken_answers(whisper, tmp_path):
