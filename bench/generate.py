@@ -18,7 +18,8 @@ import torch
 from most_speech.decoding.generation import UnitOnlyLogitsProcessor
 from most_speech.models import MoSTConfig, MoSTForCausalLM
 from most_speech.text.token_layout import TokenLayout
-from most_speech.vocoder import MeanMelConfig, MeanMelVocoder, UnitHifiganConfig, UnitHifiganVocoder
+from most_speech.vocoder import (ConvMelConfig, ConvMelVocoder, MeanMelConfig, MeanMelVocoder, UnitHifiganConfig,
+                                 UnitHifiganVocoder)
 from transformers import LogitsProcessorList
 
 
@@ -49,8 +50,10 @@ def time_generation(model, n_units: int, use_cache: bool) -> float:
 
 def vocoders(num_units: int = 500):
     mean_mel = MeanMelVocoder(MeanMelConfig(km_tag="bench", num_units=num_units))
+    conv_mel = ConvMelVocoder(ConvMelConfig(km_tag="bench", num_units=num_units))
     hifigan = UnitHifiganVocoder(UnitHifiganConfig(km_tag="bench", num_units=num_units))
-    return {"mean-mel + Griffin-Lim": mean_mel, "unit HiFi-GAN (base size)": hifigan}
+    return {"mean-mel + Griffin-Lim": mean_mel, "conv-mel + Griffin-Lim": conv_mel,
+            "unit HiFi-GAN (base size)": hifigan}
 
 
 def time_vocoder(vocoder, n_units: int) -> float:

@@ -46,7 +46,8 @@ tokenizer_dir=
 init_dir=                 # a converted DeepSeek-V2 checkpoint (most-convert-deepseek) to post-train instead
 vocab_size=500
 frame_stack=4             # the hparams' audio_frame_stack
-vocoder_hparams=../LibriHeavy/hparams/vocoder_mean_mel.yaml
+vocoder_hparams=../LibriHeavy/hparams/vocoder_conv_mel.yaml
+vocoder_args=             # extra --key=value overrides for most-train-vocoder (e.g. "--number_of_steps=300")
 unit_rate=100             # encoder frames per second: fbank/mfcc 100, HuBERT-base 50, mHuBERT 25
 train_args=
 tag=stage1

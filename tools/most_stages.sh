@@ -76,9 +76,10 @@ fi
 if run_stage 7 "unit vocoder ($vocoder_hparams)"; then
   # stage 5's units store (km_tag in its header file), joined to the train split by utterance id
   if [ ! -f "$expdir/vocoder/vocoder/config.json" ]; then
+    # shellcheck disable=SC2086
     run_logged "$expdir/vocoder/log.txt" most-train-vocoder "$vocoder_hparams" --output_folder="$expdir/vocoder" \
       --train_manifest="$datadir/$train_split.jsonl" --train_units="$units" --km_tag="$km_tag" \
-      --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device"
+      --num_units="$nclusters" --unit_rate="$unit_rate" --data_root="$data_root" --device="$device" ${vocoder_args:-}
   fi
   finish 7 "vocoder"
 fi

@@ -2,15 +2,18 @@
 
 - :class:`UnitHifiganVocoder`: unit HiFi-GAN with a duration predictor (SpeechBrain generator).
 - :class:`MeanMelVocoder`: training-free per-unit mean log-mel + Griffin-Lim, for CPU runs.
+- :class:`ConvMelVocoder`: units -> log-mel by a small convolutional network (minutes of CPU training)
+  + Griffin-Lim; more intelligible than mean-mel on coarse units (``most_speech/vocoder/README.md``).
 
-Both share :class:`UnitVocoder`'s interface (``synthesize``, ``save``, km_tag checks);
-:func:`load_vocoder` reopens either from its saved directory.
+All share :class:`UnitVocoder`'s interface (``synthesize``, ``save``, km_tag checks);
+:func:`load_vocoder` reopens any of them from its saved directory.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from most_speech.vocoder.base import UnitVocoder, read_config
+from most_speech.vocoder.conv_mel import ConvMelConfig, ConvMelVocoder
 from most_speech.vocoder.hifigan import UnitHifiganConfig, UnitHifiganVocoder
 from most_speech.vocoder.mean_mel import MeanMelConfig, MeanMelVocoder
 from most_speech.vocoder.units import KmTagMismatchError, check_km_tag
@@ -18,10 +21,12 @@ from most_speech.vocoder.units import KmTagMismatchError, check_km_tag
 HPARAMS_DIR = Path(__file__).parent / "hparams"
 """Packaged hparams files (``unit_hifigan_50hz.yaml``, ``unit_hifigan_25hz.yaml``, ...)."""
 
-VOCODER_TYPES = {cls.vocoder_type: cls for cls in (UnitHifiganVocoder, MeanMelVocoder)}
+VOCODER_TYPES = {cls.vocoder_type: cls for cls in (UnitHifiganVocoder, MeanMelVocoder, ConvMelVocoder)}
 
 __all__ = [
     "HPARAMS_DIR",
+    "ConvMelConfig",
+    "ConvMelVocoder",
     "KmTagMismatchError",
     "MeanMelConfig",
     "MeanMelVocoder",
@@ -54,10 +59,11 @@ def load_vocoder(directory, map_location: str = "cpu") -> UnitVocoder:
 
 
 def default_cpu_vocoder_config(km_tag: str, num_units: int, unit_rate: float = 50.0):
-    """The vocoder to fit when only a CPU and a few minutes are available.
+    """The vocoder to fit when only a CPU and seconds are available (mean-mel statistics).
 
     The mean-mel + Griffin-Lim vocoder was clearly more intelligible than a unit HiFi-GAN
-    given the same 5-minute CPU budget (see ``most_speech/vocoder/README.md``).
+    given the same 5-minute CPU budget; with a minute or two more, :class:`ConvMelVocoder` is more
+    intelligible still (see ``most_speech/vocoder/README.md``).
 
     Examples
     --------

@@ -3,7 +3,7 @@
 Fitting needs no gradients: each unit's mel frame vector is the average of the log-mel
 frames it labels in aligned (units, audio) pairs, and its duration the average length of its
 runs. Synthesis looks the means up, smooths them a little over time and inverts them with
-torchaudio's ``InverseMelScale`` + ``GriffinLim``. It is robotic but intelligible and takes
+the mel pseudo-inverse and Griffin-Lim (:mod:`~most_speech.vocoder.mel`). It is robotic but intelligible and takes
 seconds to fit on CPU, which makes it the fallback when no HiFi-GAN has been trained.
 """
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-import torchaudio
 
 from most_speech.vocoder.base import UnitVocoder
+from most_speech.vocoder.mel import LOG_FLOOR, MelInverter, expand_by_durations, log_mel, mel_transform
 from most_speech.vocoder.units import deduplicate
 
-LOG_FLOOR = 1e-5
+__all__ = ["LOG_FLOOR", "MeanMelConfig", "MeanMelVocoder", "log_mel", "mel_transform"]
 
 
 @dataclass
@@ -59,31 +59,6 @@ class MeanMelConfig:
         return hop // self.frames_per_unit
 
 
-def mel_transform(config: MeanMelConfig) -> torchaudio.transforms.MelSpectrogram:
-    """The magnitude mel analysis shared by fitting, synthesis and evaluation.
-
-    Examples
-    --------
-    >>> cfg = MeanMelConfig(km_tag="k", num_units=2)
-    >>> mel_transform(cfg)(torch.zeros(3200)).shape
-    torch.Size([80, 21])
-    """
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.mel_hop,
-        f_min=config.f_min,
-        f_max=config.f_max,
-        n_mels=config.n_mels,
-        power=1.0,
-    )
-
-
-def log_mel(wav: torch.Tensor, config: MeanMelConfig) -> torch.Tensor:
-    """Log-magnitude mel frames ``(frames, n_mels)`` of a 1-D waveform."""
-    return torch.log(mel_transform(config)(wav).clamp_min(LOG_FLOOR)).T
-
-
 class MeanMelVocoder(UnitVocoder):
     """Per-unit mean log-mel + Griffin-Lim vocoder (no neural network).
 
@@ -115,21 +90,8 @@ class MeanMelVocoder(UnitVocoder):
         self.register_buffer("frame_counts", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("run_sums", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("run_counts", torch.zeros(n, dtype=torch.float64))
-        # torchaudio's InverseMelScale solves a least-squares problem on every call; the
-        # pseudo-inverse of its (fixed) filterbank gives the same minimum-norm solution with
-        # one matmul, ~10x faster. Not persistent: it is derived from the config.
-        fbank = torchaudio.functional.melscale_fbanks(
-            config.n_fft // 2 + 1, config.f_min, config.f_max, m, config.sample_rate
-        )
-        self.register_buffer("_mel_pinv", torch.linalg.pinv(fbank.T), persistent=False)
         self._mel = mel_transform(config)
-        self._griffin_lim = torchaudio.transforms.GriffinLim(
-            n_fft=config.n_fft,
-            hop_length=config.mel_hop,
-            power=1.0,
-            n_iter=config.griffin_lim_iters,
-            rand_init=False,  # deterministic: equal inputs give equal audio
-        )
+        self._inverter = MelInverter(config)
 
     @classmethod
     def from_config(cls, config: dict) -> "MeanMelVocoder":
@@ -186,9 +148,7 @@ class MeanMelVocoder(UnitVocoder):
         >>> voc.expand(torch.tensor([0, 1, 0])).tolist()  # ends at round(1.5, 3.5, 5.0)
         [0, 0, 1, 1, 0]
         """
-        ends = torch.round(torch.cumsum(self.mean_durations[units].double(), 0)).long()
-        reps = torch.diff(ends, prepend=torch.zeros(1, dtype=torch.long)).clamp_min(1)
-        return units.repeat_interleave(reps)
+        return expand_by_durations(units, self.mean_durations[units])
 
     def units_to_log_mel(self, frame_units: torch.Tensor) -> torch.Tensor:
         """Frame-rate units -> smoothed log-mel frames ``(frames, n_mels)``."""
@@ -207,13 +167,4 @@ class MeanMelVocoder(UnitVocoder):
 
     def _synthesize_one(self, units: torch.Tensor, deduplicated: bool) -> torch.Tensor:
         frame_units = self.expand(units) if deduplicated else units
-        mel = torch.exp(self.units_to_log_mel(frame_units)).T  # (n_mels, frames)
-        spec = torch.relu(self._mel_pinv @ mel)  # (n_freq, frames)
-        n_samples = len(frame_units) * self.hop_length
-        # Griffin-Lim's centred STFT reflects n_fft // 2 samples at each edge, so a very short unit sequence
-        # (a streaming chunk, a one-unit answer) is padded with silent frames and trimmed back below.
-        min_frames = self.cfg.n_fft // self.cfg.mel_hop + 2
-        spec = F.pad(spec, (0, max(0, min_frames - spec.shape[1])))
-        wav = self._griffin_lim(spec)
-        wav = F.pad(wav, (0, max(0, n_samples - wav.shape[-1])))[:n_samples]
-        return wav / wav.abs().max().clamp_min(1.0)
+        return self._inverter(self.units_to_log_mel(frame_units), len(frame_units) * self.hop_length)

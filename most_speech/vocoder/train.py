@@ -6,8 +6,10 @@ The hparams file (HyperPyYAML) picks the vocoder with ``vocoder_type``:
   crash-safe ``AtomicCheckpointer`` checkpoints every ``ckpt_interval_steps`` steps (a rerun resumes from
   the latest), then export to ``export_folder``.
 - ``mean_mel``: :func:`fit_mean_mel_vocoder` (statistics only, seconds to minutes on CPU).
+- ``conv_mel``: :func:`fit_conv_mel_vocoder` (a small unit -> mel network, ``number_of_steps`` AdamW steps;
+  a few CPU minutes).
 
-Both read ``train_manifest`` (``{"id", "audio", "start"?, "duration"?}``) and
+All read ``train_manifest`` (``{"id", "audio", "start"?, "duration"?}``) and
 ``train_units`` (``{"id", "units", "km_tag"}``, or ``most-dump-units`` output whose tag is in the
 ``<name>.km_tag`` header beside it), joined by id. See
 ``most_speech/vocoder/hparams/`` for complete files.
@@ -23,11 +25,11 @@ from hyperpyyaml import load_hyperpyyaml
 
 from most_speech.vocoder.brain import VocoderBrain
 from most_speech.vocoder.data import SegmentDataset, collate_segments, join_manifest_units
-from most_speech.vocoder.fit import fit_mean_mel_vocoder
+from most_speech.vocoder.fit import fit_conv_mel_vocoder, fit_mean_mel_vocoder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["fit_mean_mel_vocoder", "main", "train_unit_hifigan"]
+__all__ = ["fit_conv_mel_vocoder", "fit_mean_mel_vocoder", "main", "train_unit_hifigan"]
 
 
 def _segments(hparams, manifest_key, units_key, vocoder, seed):
@@ -112,10 +114,18 @@ def main(argv=None):
             hparams["train_manifest"], hparams["train_units"], hparams["export_folder"],
             config=hparams.get("vocoder_config"), data_root=hparams.get("data_root"),
         )
+    elif kind == "conv_mel":
+        fit_conv_mel_vocoder(
+            hparams["train_manifest"], hparams["train_units"], hparams["export_folder"],
+            config=hparams.get("vocoder_config"), data_root=hparams.get("data_root"),
+            steps=hparams["number_of_steps"], batch_size=hparams["batch_size"],
+            segment_frames=hparams["segment_frames"], learning_rate=hparams["learning_rate"],
+            seed=hparams.get("seed", 0), max_utterances=hparams.get("max_utterances"),
+        )
     elif kind == "unit_hifigan":
         train_unit_hifigan(hparams, run_opts)
     else:
-        raise ValueError(f"{hparams_file}: unknown vocoder_type {kind!r} (unit_hifigan or mean_mel)")
+        raise ValueError(f"{hparams_file}: unknown vocoder_type {kind!r} (unit_hifigan, mean_mel or conv_mel)")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ tokenizer_dir=
 init_dir=
 vocab_size=1000
 frame_stack=1
-vocoder_hparams=../LibriHeavy/hparams/vocoder_mean_mel.yaml
+vocoder_hparams=../LibriHeavy/hparams/vocoder_conv_mel.yaml
+vocoder_args=             # extra --key=value overrides for most-train-vocoder (e.g. "--number_of_steps=300")
 unit_rate=50
 train_args=
 tag=stage1_cv

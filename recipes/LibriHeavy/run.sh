@@ -52,7 +52,8 @@ tokenizer_dir=            # default: --init_dir (converted DeepSeek-V2 tokenizer
 init_dir=                 # converted DeepSeek-V2(-Lite) MoST checkpoint (most-convert-deepseek)
 vocab_size=1000           # SentencePiece size when a tokenizer is trained here
 frame_stack=1             # the model's audio_frame_stack (LM positions = frames / stack)
-vocoder_hparams=hparams/vocoder_mean_mel.yaml
+vocoder_hparams=hparams/vocoder_conv_mel.yaml   # CPU vocoder (minutes); on GPUs a unit HiFi-GAN
+vocoder_args=             # extra --key=value overrides for most-train-vocoder (e.g. "--number_of_steps=300")
 unit_rate=50              # units per second before deduplication (encoder frame rate)
 train_args=               # extra --key=value overrides for train.py
 tag=stage1                # experiment name: $expdir/$tag

@@ -105,7 +105,15 @@ def test_training_hparams_run_a_few_steps(path, data, init_dir, tmp_path):
     assert (tmp_path / "exp" / "model" / "model.safetensors").is_file()
 
 
-def test_vocoder_hparams_fit(tmp_path):
+VOCODER_HPARAMS = {"vocoder_mean_mel.yaml": [], "vocoder_conv_mel.yaml": ["--number_of_steps=3", "--batch_size=2"]}
+
+
+def test_every_vocoder_hparams_file_is_fitted_below():
+    assert {p.name for p in HPARAMS if "vocoder" in p.name} == set(VOCODER_HPARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(VOCODER_HPARAMS))
+def test_vocoder_hparams_fit(tmp_path, name):
     from most_speech.vocoder import load_vocoder
     from most_speech.vocoder.train import main as vocoder_main
 
@@ -117,10 +125,10 @@ def test_vocoder_hparams_fit(tmp_path):
         units.append({"id": f"u{i}", "units": rng.integers(0, 8, 100).tolist(), "km_tag": KM_TAG})
     _jsonl(tmp_path / "m.jsonl", rows)
     _jsonl(tmp_path / "units.jsonl", units)
-    vocoder_main([str(ROOT / "recipes" / "LibriHeavy" / "hparams" / "vocoder_mean_mel.yaml"),
+    vocoder_main([str(ROOT / "recipes" / "LibriHeavy" / "hparams" / name),
                   f"--output_folder={tmp_path / 'voc'}", f"--train_manifest={tmp_path / 'm.jsonl'}",
                   f"--train_units={tmp_path / 'units.jsonl'}", f"--km_tag={KM_TAG}", "--num_units=8",
-                  "--unit_rate=100", "--save_env_desc=False"])
+                  "--unit_rate=100", "--save_env_desc=False", *VOCODER_HPARAMS[name]])
     voc = load_vocoder(tmp_path / "voc" / "vocoder")
     assert voc.km_tag == KM_TAG
     wav = voc.synthesize([[1, 2, 3, 4, 5]], km_tag=KM_TAG)[0]

@@ -22,7 +22,7 @@ def _run(tmp: Path, *extra: str, stage: int = 0):
             "--dumpdir", str(tmp / "dump"), "--expdir", str(tmp / "exp"), "--results", str(tmp / "RESULTS.md"),
             "--mini_num_train", "24", "--mini_num_dev", "4", "--mini_num_test", "4", "--nj", "1",
             "--nclusters", "16", "--vocab_size", "80", "--mini_lm_sentences", "40", "--tts_limit", "2",
-            "--slm_num_words", "4", "--judge", "pocketsphinx",
+            "--slm_num_words", "4", "--judge", "pocketsphinx", "--vocoder_args", "--number_of_steps=5",
             "--train_args", "--number_of_epochs=1 --steps_per_epoch=3 --warmup_steps=1 --log_interval=1 "
                             "--ckpt_interval_steps=0 --noprogressbar", *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)

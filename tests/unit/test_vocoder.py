@@ -7,6 +7,8 @@ import soundfile as sf
 import torch
 
 from most_speech.vocoder import (
+    ConvMelConfig,
+    ConvMelVocoder,
     KmTagMismatchError,
     MeanMelConfig,
     MeanMelVocoder,
@@ -14,7 +16,7 @@ from most_speech.vocoder import (
     UnitHifiganVocoder,
     load_vocoder,
 )
-from most_speech.vocoder.fit import fit_mean_mel_vocoder
+from most_speech.vocoder.fit import fit_conv_mel_vocoder, fit_mean_mel_vocoder
 from most_speech.vocoder.mean_mel import log_mel
 from most_speech.vocoder.units import deduplicate
 
@@ -34,6 +36,12 @@ def tiny_hifigan(unit_rate=50.0, factors=(5, 4, 4, 2, 2), kernels=(11, 8, 8, 4, 
 
 def tiny_mean_mel():
     return MeanMelVocoder(MeanMelConfig(km_tag=TAG, num_units=16, griffin_lim_iters=4))
+
+
+def tiny_conv_mel(seed=0):
+    torch.manual_seed(seed)
+    return ConvMelVocoder(ConvMelConfig(km_tag=TAG, num_units=16, griffin_lim_iters=4, channels=16,
+                                        duration_channels=8)).eval()
 
 
 @pytest.mark.parametrize(
@@ -81,7 +89,7 @@ def test_duration_predictor_learns_toy_durations():
     assert predicted.shape == dedup.shape and bool((predicted >= 1).all())
 
 
-@pytest.mark.parametrize("make", [tiny_hifigan, tiny_mean_mel])
+@pytest.mark.parametrize("make", [tiny_hifigan, tiny_mean_mel, tiny_conv_mel])
 def test_save_load_round_trip(make, tmp_path):
     voc = make()
     if isinstance(voc, MeanMelVocoder):
@@ -110,7 +118,7 @@ def test_load_refuses_wrong_type_and_missing_weights(tmp_path):
         load_vocoder(tmp_path / "voc")
 
 
-@pytest.mark.parametrize("make", [tiny_hifigan, tiny_mean_mel])
+@pytest.mark.parametrize("make", [tiny_hifigan, tiny_mean_mel, tiny_conv_mel])
 def test_km_tag_mismatch_is_refused(make):
     voc = make()
     with pytest.raises(KmTagMismatchError, match="units were made with km_tag 'other_km' but this vocoder was trained on 'test_km16'"):
@@ -143,23 +151,28 @@ def test_hifigan_batched_equals_one_by_one(dedup):
         torch.testing.assert_close(wav, single, rtol=0, atol=1e-5)
 
 
-def test_mean_mel_batched_equals_one_by_one():
-    voc = tiny_mean_mel()
+@pytest.mark.parametrize("make", [tiny_mean_mel, tiny_conv_mel])
+def test_mel_vocoders_batched_equal_one_by_one(make):
+    voc = make()
     seqs = [[1, 2, 3], [4] * 7, [5, 6]]
     batched = voc.synthesize(seqs, km_tag=TAG, deduplicated=False)
     for seq, wav in zip(seqs, batched):
         assert torch.equal(wav, voc.synthesize([seq], km_tag=TAG, deduplicated=False)[0])
 
 
-def _tone_corpus(tmp_path, n_utts=6, seed=0):
-    """Audio where unit k is a tone of 200 * (k + 1) Hz; runs of 2-4 frames."""
+def _tone_corpus(tmp_path, n_utts=6, seed=0, unit_durations=False):
+    """Audio where unit k is a tone of 200 * (k + 1) Hz; runs of 2-4 frames (k % 3 + 2 with ``unit_durations``)."""
     rng = np.random.default_rng(seed)
     hop, sr = 320, 16000
     manifest, units_file = tmp_path / "m.jsonl", tmp_path / "u.jsonl"
     rows_m, rows_u, refs = [], [], []
     for i in range(n_utts):
-        ids = rng.integers(0, 8, 20)
-        runs = np.repeat(ids, rng.integers(2, 5, 20))
+        if unit_durations:  # neighbours differ, so every run has its unit's length
+            ids = np.cumsum(rng.integers(1, 8, 20)) % 8
+            runs = np.repeat(ids, ids % 3 + 2)
+        else:
+            ids = rng.integers(0, 8, 20)
+            runs = np.repeat(ids, rng.integers(2, 5, 20))
         t = np.arange(len(runs) * hop) / sr
         freq = 200.0 * (np.repeat(runs, hop) + 1)
         wav = (0.3 * np.sin(2 * np.pi * np.cumsum(freq) / sr) + 0.01 * rng.standard_normal(t.size))
@@ -196,3 +209,44 @@ def test_fit_refuses_units_of_another_tag(tmp_path):
     manifest, units_file, _ = _tone_corpus(tmp_path, n_utts=1)
     with pytest.raises(ValueError, match="km_tag 'test_km16' but the vocoder config says 'zzz'"):
         fit_mean_mel_vocoder(manifest, units_file, config=MeanMelConfig(km_tag="zzz", num_units=8))
+
+
+def test_conv_mel_padding_does_not_reach_valid_frames():
+    voc = tiny_conv_mel(seed=2)
+    short, long = torch.tensor([3, 5, 7]), torch.tensor([1, 2, 3, 4, 5, 6, 7, 8])
+    units = torch.nn.utils.rnn.pad_sequence([short, long], batch_first=True, padding_value=9)
+    mask = torch.tensor([[1.0] * 3 + [0.0] * 5, [1.0] * 8])
+    with torch.no_grad():
+        padded = voc.normalized_log_mel(units, mask)
+        alone = voc.normalized_log_mel(short[None])
+        dur_padded = voc.log_durations(units, mask)[0, :3]
+        dur_alone = voc.log_durations(short[None])[0]
+    torch.testing.assert_close(padded[0, :6], alone[0])
+    torch.testing.assert_close(dur_padded, dur_alone)
+
+
+def test_conv_mel_fit_learns_mels_and_durations(tmp_path):
+    manifest, units_file, refs = _tone_corpus(tmp_path, unit_durations=True)
+    cfg = ConvMelConfig(km_tag=TAG, num_units=8, griffin_lim_iters=16, channels=32, duration_channels=16)
+    voc = fit_conv_mel_vocoder(manifest, units_file, tmp_path / "voc", config=cfg, steps=150,
+                               batch_size=4, segment_frames=40, learning_rate=5e-3)
+    assert type(load_vocoder(tmp_path / "voc")) is ConvMelVocoder
+    runs, target = refs[0]
+    shifted = (runs + 4) % 8  # same timing, every unit replaced by another
+    good, bad = voc.synthesize([runs.tolist(), shifted.tolist()], km_tag=TAG, deduplicated=False)
+    ref_mel = log_mel(torch.from_numpy(target).float(), cfg)
+    dist = [(log_mel(w, cfg) - ref_mel).abs().mean().item() for w in (good, bad)]
+    assert dist[0] < 0.75 * dist[1], dist
+    # unit k always lasts k % 3 + 2 frames: the duration predictor recovers the timing
+    dedup, lengths = deduplicate(torch.from_numpy(runs))
+    predicted = torch.exp(voc.log_durations(dedup[None]))[0].round()
+    assert (predicted == lengths).float().mean() >= 0.9, (predicted, lengths)
+
+
+def test_conv_mel_fit_is_deterministic(tmp_path):
+    manifest, units_file, _ = _tone_corpus(tmp_path, n_utts=2)
+    cfg = ConvMelConfig(km_tag=TAG, num_units=8, channels=8, duration_channels=8)
+    a, b = (fit_conv_mel_vocoder(manifest, units_file, config=cfg, steps=5, batch_size=2, segment_frames=20)
+            for _ in range(2))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
