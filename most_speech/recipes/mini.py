@@ -8,10 +8,16 @@
 ``python -m most_speech.recipes.mini words --out data/slm/words.txt [--min-len 4]``
     The grammar's vocabulary (lower case), the word list of the sWUGGY-style pair test
     (``most-score build-swuggy --words``): word vs pseudoword, both spoken by a held-out voice.
+
+``python -m most_speech.recipes.mini dialogues --num 400 --out data/smoltalk_mini.jsonl``
+    SmolTalk-format instruction dialogues (``{"messages": [user, assistant]}``) about training-split
+    sentences ("how many words are in ...", "what is the last word of ..."), in the mini tokenizer's upper
+    case: the stand-in for SmolTalk in a CPU run of ``recipes/SmolTalk`` on the mini stage-1 model.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 from typing import List
@@ -19,7 +25,7 @@ from typing import List
 from most_speech.data.fileio import atomic_write_text
 from most_speech.data.mini_corpus import Grammar, normalize_text, split_of
 
-__all__ = ["lm_sentences", "vocabulary_words", "main"]
+__all__ = ["instruction_dialogues", "lm_sentences", "vocabulary_words", "main"]
 
 
 def lm_sentences(num: int, seed: int = 0, normalized: bool = True, grammar: Grammar = None) -> List[str]:
@@ -60,6 +66,31 @@ def vocabulary_words(min_len: int = 4, grammar: Grammar = None) -> List[str]:
     return sorted(w.lower() for w in grammar.vocabulary() if len(w) >= min_len and w.isalpha())
 
 
+_NUMBER_WORDS = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN "
+                 "FIFTEEN SIXTEEN SEVENTEEN EIGHTEEN NINETEEN TWENTY").split()
+
+
+def instruction_dialogues(num: int, seed: int = 0) -> List[dict]:
+    """``num`` one-turn SmolTalk-format dialogues whose answer follows from the question's sentence.
+
+    Examples
+    --------
+    >>> d = instruction_dialogues(2)
+    >>> [m["role"] for m in d[0]["messages"]], d[0]["messages"][1]["content"].startswith("THERE ARE")
+    (['user', 'assistant'], True)
+    """
+    rows = []
+    for i, sentence in enumerate(lm_sentences(num, seed)):
+        words = sentence.split()
+        if i % 2 == 0 and len(words) < len(_NUMBER_WORDS):
+            question, answer = f"HOW MANY WORDS ARE IN {sentence}", f"THERE ARE {_NUMBER_WORDS[len(words)]} WORDS"
+        else:
+            question, answer = f"WHAT IS THE LAST WORD OF THIS SENTENCE {sentence}", words[-1]
+        rows.append({"messages": [{"role": "user", "content": question},
+                                  {"role": "assistant", "content": answer}]})
+    return rows
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m most_speech.recipes.mini", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -72,8 +103,14 @@ def main(argv=None) -> None:
     words.add_argument("--min-len", type=int, default=4)
     words.add_argument("--limit", type=int, default=0, help="keep every k-th word so that at most N remain")
     words.add_argument("--out", required=True)
+    dialogues = sub.add_parser("dialogues", help="SmolTalk-format instruction dialogues about grammar sentences")
+    dialogues.add_argument("--num", type=int, default=400)
+    dialogues.add_argument("--seed", type=int, default=0)
+    dialogues.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    if a.cmd == "lm-text":
+    if a.cmd == "dialogues":
+        lines = [json.dumps(row) for row in instruction_dialogues(a.num, a.seed)]
+    elif a.cmd == "lm-text":
         lines = lm_sentences(a.num, a.seed, normalized=not a.cased)
     else:
         lines = vocabulary_words(a.min_len)

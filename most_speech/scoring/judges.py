@@ -101,7 +101,9 @@ class WhisperJudge(ASRJudge):
     happens for most clips, so the sampler is reseeded with ``seed`` before every clip: a clip's transcript
     does not depend on the run or on its position in the batch. ``temperature=0``
     turns the fallback off (faster, but repetition loops then inflate the WER of unintelligible audio:
-    193 % vs 122 % on the mini run's resynthesized units).
+    193 % vs 122 % on the mini run's resynthesized units). Each fallback temperature draws ``best_of``
+    samples (whisper's own default is 5): on the mini run's 100 resynthesized test sentences 1 sample gave
+    91.7 % WER against 92.9 % with 5, in 0.64x the time, so 1 is the default.
 
     Examples
     --------
@@ -114,11 +116,11 @@ class WhisperJudge(ASRJudge):
 
     def __init__(self, model_dir: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
                  language: str = "en", beam_size: int = 1, cpu_threads: int = 0,
-                 temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seed: int = 0):
+                 temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seed: int = 0, best_of: int = 1):
         from faster_whisper import WhisperModel
 
         self.model_dir = str(model_dir or bundled_whisper_dir())
-        self.language, self.beam_size, self.seed = language, beam_size, seed
+        self.language, self.beam_size, self.seed, self.best_of = language, beam_size, seed, best_of
         self.temperature = list(temperature) if isinstance(temperature, (tuple, list)) else temperature
         log.info("loading whisper judge from %s (%s, %s)", self.model_dir, device, compute_type)
         self.model = WhisperModel(self.model_dir, device=device, compute_type=compute_type,
@@ -131,7 +133,8 @@ class WhisperJudge(ASRJudge):
         for wav in wavs:
             ctranslate2.set_random_seed(self.seed)
             segments, _ = self.model.transcribe(wav, language=self.language, beam_size=self.beam_size,
-                                                condition_on_previous_text=False, temperature=self.temperature)
+                                                condition_on_previous_text=False, temperature=self.temperature,
+                                                best_of=self.best_of)
             texts.append(" ".join(s.text.strip() for s in segments))
         return texts
 

@@ -78,6 +78,24 @@ def test_mini_text_never_leaks_dev_or_test_sentences():
     assert words == sorted(words) and all(len(w) >= 5 for w in words)
 
 
+def test_mini_dialogues_are_smoltalk_rows_with_checkable_answers(tmp_path):
+    from most_speech.data.preparers.smoltalk import prepare_smoltalk
+
+    mini.main(["dialogues", "--num", "20", "--out", str(tmp_path / "st.jsonl")])
+    rows = _read(tmp_path / "st.jsonl")
+    assert len(rows) == 20
+    for row in rows:
+        question, answer = (m["content"] for m in row["messages"])
+        sentence = question.split(" IN ", 1)[1] if question.startswith("HOW MANY") else question.split("SENTENCE ")[1]
+        assert split_of(sentence) == "train"
+        if question.startswith("HOW MANY"):
+            assert answer == f"THERE ARE {mini._NUMBER_WORDS[len(sentence.split())]} WORDS"
+        else:
+            assert answer == sentence.split()[-1]
+    prepare_smoltalk(tmp_path / "st.jsonl", tmp_path / "prepared", split="train")
+    assert len(_read(next((tmp_path / "prepared").glob("*.jsonl")))) == 20
+
+
 def test_tts_eval_cuts_real_segments(tmp_path):
     sr = 16000
     long = np.concatenate([np.zeros(sr, np.float32), 0.5 * np.ones(sr, np.float32)])
