@@ -65,6 +65,7 @@ parse_options "$@"
 if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
   encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4
+  asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding, as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"
 fi
