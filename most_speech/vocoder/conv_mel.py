@@ -55,6 +55,9 @@ class _ResidualConvStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: ``(batch, time, channels)``; ``mask``: ``(batch, time)``, 1 on valid positions."""
+        if mask is not None:
+            mask = mask[..., None].to(x.dtype)
         for norm, conv in zip(self.norms, self.convs):
             if mask is not None:  # padded positions must not leak into valid ones through the kernel
                 x = x * mask
@@ -104,8 +107,7 @@ class ConvMelVocoder(UnitVocoder):
 
     def normalized_log_mel(self, frame_units: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, T)`` frame-rate units -> ``(batch, T * frames_per_unit, n_mels)`` normalised log-mel."""
-        m = None if mask is None else mask[..., None].to(self.embedding.weight.dtype)
-        x = self.mel_out(self.mel_net(self.embedding(frame_units), m))
+        x = self.mel_out(self.mel_net(self.embedding(frame_units), mask))
         return x.reshape(x.shape[0], -1, self.cfg.n_mels)
 
     def log_mel(self, frame_units: torch.Tensor) -> torch.Tensor:
@@ -114,8 +116,7 @@ class ConvMelVocoder(UnitVocoder):
 
     def log_durations(self, units: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``(batch, U)`` deduplicated units -> ``(batch, U)`` predicted log run lengths (in unit frames)."""
-        m = None if mask is None else mask[..., None].to(self.duration_embedding.weight.dtype)
-        return self.duration_out(self.duration_net(self.duration_embedding(units), m))[..., 0]
+        return self.duration_out(self.duration_net(self.duration_embedding(units), mask))[..., 0]
 
     def expand(self, units: torch.Tensor) -> torch.Tensor:
         """Deduplicated units -> frame-rate units with the predicted durations (at least one frame each)."""

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from most_speech.vocoder.conv_mel import ConvMelConfig, ConvMelVocoder
 from most_speech.vocoder.data import aligned_pair, join_manifest_units
 from most_speech.vocoder.mean_mel import MeanMelConfig, MeanMelVocoder
-from most_speech.vocoder.mel import log_mel
+from most_speech.vocoder.mel import log_mel, mel_transform
 from most_speech.vocoder.units import deduplicate
 
 logger = logging.getLogger(__name__)
@@ -198,9 +198,10 @@ def fit_conv_mel_vocoder(
         lambda tag, n: ConvMelConfig(km_tag=tag, num_units=n),
     )
     k = config.frames_per_unit
+    analysis = mel_transform(config)
     examples = []
     for frame_units, wav in _aligned_pairs(utterances, config, "conv-mel analysis"):
-        mel = log_mel(wav, config)
+        mel = log_mel(wav, config, analysis)
         n = min(len(frame_units), mel.shape[0] // k)
         if n > 0:
             examples.append((frame_units[:n].long(), mel[:n * k]))
@@ -209,10 +210,14 @@ def fit_conv_mel_vocoder(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         vocoder = ConvMelVocoder(config)
-    all_mel = torch.cat([m for _, m in examples])
-    vocoder.mel_mean.copy_(all_mel.mean(0))
-    vocoder.mel_std.copy_(all_mel.std(0).clamp_min(1e-3))
-    del all_mel
+    # per-bin statistics from float64 sums: no second copy of every mel frame in memory
+    count = sum(m.shape[0] for _, m in examples)
+    total = sum(m.double().sum(0) for _, m in examples)
+    squares = sum((m.double() ** 2).sum(0) for _, m in examples)
+    mean = total / count
+    variance = (squares - count * mean ** 2) / max(1, count - 1)  # unbiased, as Tensor.std
+    vocoder.mel_mean.copy_(mean.float())
+    vocoder.mel_std.copy_(variance.clamp_min(0).sqrt().float().clamp_min(1e-3))
     optimizer = torch.optim.AdamW(vocoder.parameters(), lr=learning_rate)
     warmup = max(1, steps // 20)
 

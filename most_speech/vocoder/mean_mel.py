@@ -100,7 +100,7 @@ class MeanMelVocoder(UnitVocoder):
     def accumulate(self, units: torch.Tensor, wav: torch.Tensor) -> None:
         """Add one aligned (frame-rate units, 1-D waveform) pair to the statistics."""
         k = self.cfg.frames_per_unit
-        mel = torch.log(self._mel(wav.float()).clamp_min(LOG_FLOOR)).T.double()
+        mel = log_mel(wav.float(), self.cfg, self._mel).double()
         n = min(len(units), mel.shape[0] // k)
         if n == 0:
             return

@@ -35,9 +35,13 @@ def mel_transform(config) -> torchaudio.transforms.MelSpectrogram:
     )
 
 
-def log_mel(wav: torch.Tensor, config) -> torch.Tensor:
-    """Log-magnitude mel frames ``(frames, n_mels)`` of a 1-D waveform."""
-    return torch.log(mel_transform(config)(wav).clamp_min(LOG_FLOOR)).T
+def log_mel(wav: torch.Tensor, config, transform: torchaudio.transforms.MelSpectrogram | None = None) -> torch.Tensor:
+    """Log-magnitude mel frames ``(frames, n_mels)`` of a 1-D waveform.
+
+    ``transform``: a :func:`mel_transform` of ``config`` built once by a caller that analyses many waveforms.
+    """
+    transform = transform if transform is not None else mel_transform(config)
+    return torch.log(transform(wav).clamp_min(LOG_FLOOR)).T
 
 
 def expand_by_durations(units: torch.Tensor, durations: torch.Tensor) -> torch.Tensor:
