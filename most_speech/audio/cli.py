@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from most_speech.audio.io import AudioError, load_audio
-from most_speech.audio.kmeans import KMeansQuantizer, learn_kmeans, sample_frames
+from most_speech.audio.kmeans import FEATURE_NORMS, KMeansQuantizer, learn_kmeans, prepare_frames, sample_frames
 from most_speech.data.manifest import ManifestError, iter_manifest
 from most_speech.audio.store import (FeatureReader, FeatureWriter, UnitWriter, read_meta, shard_complete,
                                      shard_ids, shard_stem, write_meta)
@@ -178,6 +178,10 @@ def learn_kmeans_main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=10000)
     p.add_argument("--encoder-name", help="name in km_tag (default: from the store's meta.json)")
     p.add_argument("--layer", type=int, help="layer in km_tag (default: from the store's meta.json)")
+    p.add_argument("--feature-norm", choices=FEATURE_NORMS, default="none",
+                   help="per-utterance mean/variance normalisation before clustering (raw filterbanks)")
+    p.add_argument("--frame-stack", type=int, default=1,
+                   help="cluster S consecutive frames stacked: one unit per S frames (unit rate = frame rate / S)")
     args = p.parse_args(argv)
     _setup_logging()
     try:
@@ -185,11 +189,14 @@ def learn_kmeans_main(argv=None) -> int:
         meta = read_meta(args.feats)
         name = args.encoder_name or meta.get("encoder_name") or "unknown"
         layer = args.layer if args.layer is not None else meta.get("layer")
-        total = sum(reader.num_frames(u) for u in reader)
-        frames = sample_frames((reader[u] for u in tqdm(reader, desc="reading", unit="utt")),
+        stack = args.frame_stack
+        total = sum(-(-reader.num_frames(u) // stack) for u in reader)
+        frames = sample_frames((prepare_frames(reader[u], args.feature_norm, stack)
+                                for u in tqdm(reader, desc="reading", unit="utt")),
                                args.max_frames, total, args.seed)
         km = learn_kmeans(frames, args.k, name, layer, seed=args.seed, batch_size=args.batch_size,
-                          max_iter=args.max_iter, n_init=args.n_init)
+                          max_iter=args.max_iter, n_init=args.n_init, feature_norm=args.feature_norm,
+                          frame_stack=stack)
         km.save(args.out)
     except (ValueError, FileNotFoundError) as exc:
         p.exit(1, f"most-learn-kmeans: error: {exc}\n")

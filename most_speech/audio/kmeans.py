@@ -1,8 +1,14 @@
 """K-means speech units: learn (sklearn MiniBatchKMeans), apply (torch, batched, GPU when present), tag, import.
 
 A k-means model is identified by its ``km_tag``, ``"{encoder}-L{layer}-km{K}-{fingerprint}"`` where the
-fingerprint is the first 8 hex digits of the sha256 of the float32 centroid bytes. Units, unit LMs and vocoders
-carry the tag of the model that made them; ``check_km_tag`` refuses mismatches.
+fingerprint is the first 8 hex digits of the sha256 of the float32 centroid bytes (and of the input transform,
+when there is one). Units, unit LMs and vocoders carry the tag of the model that made them; ``check_km_tag``
+refuses mismatches.
+
+A model may own an input transform, applied to each utterance's ``[T, D]`` frames before the nearest-centroid
+search: per-utterance mean/variance normalisation and stacking of consecutive frames (``frame_stack``; the unit
+rate is the frame rate divided by it). HuBERT units need neither; units of raw filterbanks do (see
+:func:`prepare_frames`). The transform is saved with the centroids, so every consumer quantises alike.
 """
 from __future__ import annotations
 
@@ -41,17 +47,63 @@ def centroid_fingerprint(centroids) -> str:
     return hashlib.sha256(arr.tobytes()).hexdigest()[:8]
 
 
-def make_km_tag(encoder: str, layer: int | None, centroids) -> str:
+def make_km_tag(encoder: str, layer: int | None, centroids, feature_norm: str = "none",
+                frame_stack: int = 1) -> str:
     """``"{encoder}-L{layer}-km{K}-{fingerprint}"`` (``-L{layer}`` left out when layer is None).
+
+    A non-default input transform enters the fingerprint (the same centroids applied to other frames are
+    other units).
 
     Examples
     --------
     >>> make_km_tag("hubert_base", 11, np.zeros((500, 4)))
     'hubert_base-L11-km500-668946ba'
+    >>> make_km_tag("hubert_base", 11, np.zeros((500, 4)), frame_stack=2) != make_km_tag("hubert_base", 11,
+    ...     np.zeros((500, 4)))
+    True
     """
     k = _as_numpy(centroids).shape[0]
     layer_part = "" if layer is None else f"-L{layer}"
-    return f"{encoder}{layer_part}-km{k}-{centroid_fingerprint(centroids)}"
+    fingerprint = centroid_fingerprint(centroids)
+    if (feature_norm, frame_stack) != ("none", 1):
+        fingerprint = hashlib.sha256(f"{fingerprint}/{feature_norm}/{frame_stack}".encode()).hexdigest()[:8]
+    return f"{encoder}{layer_part}-km{k}-{fingerprint}"
+
+
+FEATURE_NORMS = ("none", "utterance")
+
+
+def prepare_frames(feats, feature_norm: str = "none", frame_stack: int = 1):
+    """One utterance's ``[T, D]`` frames as k-means input: normalised per utterance, then stacked.
+
+    ``"utterance"`` removes each feature's mean and scales it to unit variance over the utterance (speaker and
+    channel offsets of filterbanks would otherwise split one sound into several units). ``frame_stack = s``
+    concatenates ``s`` consecutive frames (the last frame repeats to fill the last group): ``[ceil(T / s),
+    s * D]``, one unit per ``s`` frames. NumPy in, NumPy out; torch in, torch out.
+
+    Examples
+    --------
+    >>> x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    >>> prepare_frames(x, frame_stack=2).tolist()
+    [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0], [8.0, 9.0, 8.0, 9.0]]
+    >>> [round(float(v), 3) for v in prepare_frames(x, "utterance")[:, 0]]
+    [-1.414, -0.707, 0.0, 0.707, 1.414]
+    """
+    if feature_norm not in FEATURE_NORMS:
+        raise ValueError(f"unknown k-means feature_norm {feature_norm!r}; use one of {FEATURE_NORMS}")
+    if frame_stack < 1:
+        raise ValueError(f"frame_stack={frame_stack} must be >= 1")
+    x = torch.as_tensor(feats)
+    is_numpy = isinstance(feats, np.ndarray)
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected one utterance's [T, D] frames with T > 0, got shape {tuple(x.shape)}")
+    if feature_norm == "utterance":
+        xf = x.double()
+        x = ((xf - xf.mean(0)) / (xf.std(0, unbiased=False) + 1e-5)).to(torch.float32)
+    if frame_stack > 1:
+        pad = (-x.shape[0]) % frame_stack
+        x = torch.cat([x, x[-1:].expand(pad, -1)]).reshape(-1, frame_stack * x.shape[1])
+    return x.numpy() if is_numpy else x
 
 
 def check_km_tag(expected: str, got: str, what: str = "model") -> None:
@@ -87,23 +139,34 @@ class KMeansQuantizer(nn.Module):
         Name of the feature encoder (part of the tag), e.g. ``"hubert_base"``, ``"mhubert_25hz"``.
     layer : int or None
         Encoder layer the features came from.
+    feature_norm, frame_stack
+        The input transform (:func:`prepare_frames`); with one, inputs must be single utterances ``[T, D]``.
 
     Examples
     --------
     >>> km = KMeansQuantizer(torch.tensor([[0.0, 0.0], [10.0, 10.0]]), "toy", 1)
     >>> km(torch.tensor([[1.0, 0.5], [9.0, 11.0]])).tolist()
     [0, 1]
+    >>> stacked = KMeansQuantizer(torch.tensor([[0.0, 0.0, 0.0, 0.0], [5.0, 5.0, 5.0, 5.0]]), "toy", 1,
+    ...                           frame_stack=2)
+    >>> stacked(torch.tensor([[0.0, 1.0], [0.0, 0.0], [6.0, 5.0]])).tolist()   # 3 frames -> 2 units
+    [0, 1]
     """
 
-    def __init__(self, centroids, encoder: str = "unknown", layer: int | None = None):
+    def __init__(self, centroids, encoder: str = "unknown", layer: int | None = None, feature_norm: str = "none",
+                 frame_stack: int = 1):
         super().__init__()
         c = torch.as_tensor(_as_numpy(centroids), dtype=torch.float32)
         if c.dim() != 2 or c.shape[0] < 1:
             raise ValueError(f"centroids must be [K, D], got shape {tuple(c.shape)}")
+        if feature_norm not in FEATURE_NORMS or frame_stack < 1 or c.shape[1] % frame_stack:
+            raise ValueError(f"k-means input transform feature_norm={feature_norm!r} (one of {FEATURE_NORMS}), "
+                             f"frame_stack={frame_stack} (>= 1, dividing the centroid width {c.shape[1]})")
         self.register_buffer("centroids", c.contiguous())
         self.register_buffer("centroid_sq_norms", (c * c).sum(dim=1))
         self.encoder, self.layer = encoder, layer
-        self.km_tag = make_km_tag(encoder, layer, c)
+        self.feature_norm, self.frame_stack = feature_norm, int(frame_stack)
+        self.km_tag = make_km_tag(encoder, layer, c, feature_norm, self.frame_stack)
 
     @property
     def k(self) -> int:
@@ -112,20 +175,32 @@ class KMeansQuantizer(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Feature dimension."""
-        return self.centroids.shape[1]
+        """Feature dimension of the input frames (the centroids are ``frame_stack`` times wider)."""
+        return self.centroids.shape[1] // self.frame_stack
+
+    @property
+    def has_transform(self) -> bool:
+        """Whether inputs are normalised or stacked before the search (then one utterance per call)."""
+        return (self.feature_norm, self.frame_stack) != ("none", 1)
 
     @torch.no_grad()
     def forward(self, feats, batch_frames: int = 32768) -> torch.Tensor:
         """Unit ids for ``feats [..., D]`` (any leading shape), as ``long`` on the centroids' device.
 
+        With an input transform, ``feats`` is one utterance ``[T, D]`` and the result has
+        ``ceil(T / frame_stack)`` units.
         ``argmin_k ||x - c_k||^2 = argmin_k (||c_k||^2 - 2 x.c_k)``: one matmul per ``batch_frames`` frames.
         """
         x = torch.as_tensor(feats)
         if x.shape[-1] != self.dim:
             raise ValueError(f"features have dimension {x.shape[-1]}, k-means {self.km_tag} expects {self.dim}")
+        if self.has_transform:
+            if x.dim() != 2:
+                raise ValueError(f"k-means {self.km_tag} normalises/stacks per utterance: give one utterance's "
+                                 f"[T, D] frames, not shape {tuple(x.shape)}")
+            x = prepare_frames(x, self.feature_norm, self.frame_stack)
         lead = x.shape[:-1]
-        x = x.reshape(-1, self.dim)
+        x = x.reshape(-1, x.shape[-1])
         out = torch.empty(x.shape[0], dtype=torch.long, device=self.centroids.device)
         for s in range(0, x.shape[0], batch_frames):
             xb = x[s: s + batch_frames].to(self.centroids.device, torch.float32)
@@ -138,7 +213,7 @@ class KMeansQuantizer(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"km_tag": self.km_tag, "encoder": self.encoder, "layer": "" if self.layer is None else str(self.layer),
-                "k": str(self.k)}
+                "k": str(self.k), "feature_norm": self.feature_norm, "frame_stack": str(self.frame_stack)}
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         os.close(fd)
         try:
@@ -163,7 +238,8 @@ class KMeansQuantizer(nn.Module):
                 raise ValueError(f"{path} is not a k-means model (no 'centroids' tensor)")
             centroids = f.get_tensor("centroids")
         layer = int(meta["layer"]) if meta.get("layer") else None
-        km = cls(centroids, meta.get("encoder", "unknown"), layer)
+        km = cls(centroids, meta.get("encoder", "unknown"), layer, meta.get("feature_norm", "none"),
+                 int(meta.get("frame_stack", 1)))
         if meta.get("km_tag") and meta["km_tag"] != km.km_tag:
             raise ValueError(f"{path}: stored km_tag {meta['km_tag']} does not match its centroids ({km.km_tag})")
         if device == "auto":
@@ -180,8 +256,12 @@ class KMeansQuantizer(nn.Module):
 
 
 def learn_kmeans(frames, k: int, encoder: str, layer: int | None, seed: int = 0, batch_size: int = 10000,
-                 max_iter: int = 100, n_init: int = 20, max_no_improvement: int = 100) -> KMeansQuantizer:
+                 max_iter: int = 100, n_init: int = 20, max_no_improvement: int = 100, feature_norm: str = "none",
+                 frame_stack: int = 1) -> KMeansQuantizer:
     """Fit sklearn ``MiniBatchKMeans`` on ``frames [N, D]`` (fairseq's HuBERT recipe settings by default).
+
+    With an input transform, ``frames`` are already transformed (:func:`prepare_frames` of each utterance,
+    then sampled); the transform is recorded in the returned model.
 
     Examples
     --------
@@ -201,7 +281,7 @@ def learn_kmeans(frames, k: int, encoder: str, layer: int | None, seed: int = 0,
                          random_state=seed, compute_labels=True, verbose=0)
     km.fit(frames)
     logger.info("k-means inertia %.4f total, %.4f per frame", km.inertia_, km.inertia_ / frames.shape[0])
-    return KMeansQuantizer(km.cluster_centers_, encoder, layer)
+    return KMeansQuantizer(km.cluster_centers_, encoder, layer, feature_norm, frame_stack)
 
 
 def sample_frames(arrays, max_frames: int | None, total_frames: int | None = None, seed: int = 0) -> np.ndarray:

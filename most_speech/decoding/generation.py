@@ -105,12 +105,13 @@ class UnitOnlyLogitsProcessor(LogitsProcessor):
         return scores.masked_fill(~allowed, float("-inf"))
 
 
-def tts_unit_budget(num_text_tokens: int, unit_rate: float, max_units_per_token: float = 12.0,
+def tts_unit_budget(num_text_tokens: int, unit_rate: float, max_units_per_token: float = 24.0,
                     min_units_per_token: float = 0.0, floor: int = 10, cap: int = 4096):
     """(min_units, max_units) for a text of ``num_text_tokens`` tokens.
 
-    The maximum is proportional to the text length (a sub-word token rarely lasts over ~0.25 s of speech;
-    at 50 units/s and deduplicated units that is about 12 units), so a model that never emits ``eoa`` stops.
+    The maximum is proportional to the text length (a sub-word token rarely lasts over ~0.5 s of speech, 24
+    units at 50 units/s: small SentencePiece vocabularies make many whole words one token, and in the mini
+    corpus an utterance's tokens last up to 0.37 s on average), so a model that never emits ``eoa`` stops.
     """
     max_units = int(min(cap, max(floor, round(max_units_per_token * num_text_tokens * unit_rate / 50.0))))
     min_units = int(min(max_units - 1, round(min_units_per_token * num_text_tokens)))

@@ -70,7 +70,7 @@ class TTSDecoder:
 
     def __init__(self, model, templates: TaskTemplates, vocoder=None, km_tag: Optional[str] = None,
                  sampling: Optional[SamplingConfig] = None, unit_rate: float = 50.0, batch_size: int = 8,
-                 max_units_per_token: float = 12.0, min_units_per_token: float = 0.0):
+                 max_units_per_token: float = 24.0, min_units_per_token: float = 0.0):
         self.model = model.eval()
         self.templates = templates
         self.tokenizer = templates.tokenizer

@@ -3,8 +3,8 @@
 A decoder-only model trained from scratch on ASR first learns the language of the transcripts and only later
 starts to read the audio (the ASR loss sits at the text-LM loss for hundreds of steps). Hybrid CTC/attention
 training (ESPnet's ``ctc_weight``) is the usual cure for encoder-decoder models; here the "encoder" outputs
-are the LM's own last hidden states at the audio frames, read by a small linear head over the text
-vocabulary plus a blank. MoST itself does not use it (``MoSTConfig.audio_ctc_weight = 0``); from-scratch
+are the LM's own last hidden states at the audio frames or the audio projector's output frames
+(``MoSTConfig.audio_ctc_input``), read by a small linear head over the text vocabulary plus a blank. MoST itself does not use it (``MoSTConfig.audio_ctc_weight = 0``); from-scratch
 recipes on little data do. No library offers CTC over frames spliced into a decoder's sequence, hence this.
 """
 from __future__ import annotations
@@ -45,7 +45,8 @@ class AudioCTCHead(nn.Module):
     --------
     >>> head = AudioCTCHead(8, 5)
     >>> h = torch.randn(1, 10, 8)
-    >>> loss = head.loss(h, torch.tensor([[0, 2]]), torch.tensor([6]), torch.tensor([[1, 3]]), torch.tensor([2]))
+    >>> frames = gather_frames(h, torch.tensor([[0, 2]]), torch.tensor([6]))
+    >>> loss = head.loss(frames, torch.tensor([6]), torch.tensor([[1, 3]]), torch.tensor([2]))
     >>> bool(loss > 0), loss.requires_grad
     (True, True)
     """
@@ -59,16 +60,17 @@ class AudioCTCHead(nn.Module):
         """Log-probabilities ``[S, N, V + 1]`` (float32)."""
         return self.proj(frames).float().log_softmax(-1)
 
-    def loss(self, hidden: Tensor, frame_starts: Tensor, frame_lengths: Tensor, targets: Tensor,
-             target_lengths: Tensor) -> Tensor:
+    def loss(self, frames: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
         """Mean CTC loss per target token over the segments that have a transcript (``target_lengths > 0``).
+
+        ``frames [S, N, H]`` are the segments' hidden states (:func:`gather_frames` of the LM's, or the
+        projector's output), valid up to ``frame_lengths [S]``.
 
         Segments too short for their transcript contribute 0 (``zero_infinity``) instead of an infinite loss.
         """
         keep = target_lengths > 0
         if not bool(keep.any()):
-            return hidden.new_zeros(()).float()
-        frames = gather_frames(hidden, frame_starts[keep], frame_lengths[keep])
-        log_probs = self(frames).transpose(0, 1)  # [N, S, C]
+            return frames.new_zeros(()).float()
+        log_probs = self(frames[keep]).transpose(0, 1)  # [N, S, C]
         return F.ctc_loss(log_probs, targets[keep], frame_lengths[keep], target_lengths[keep], blank=self.blank,
                           reduction="mean", zero_infinity=True)

@@ -41,6 +41,11 @@ class AudioProjector(nn.Module):
         excluded), before stacking. HuBERT's last layer is already layer-normalised (MoST: ``"none"``); raw
         filterbanks are not (log-mel values around 16 with speaker- and level-dependent offsets), and a linear
         projection of them swamps the token embeddings.
+    encoder_layers : int
+        Bidirectional self-attention layers (pre-norm, GELU, feed-forward ``3 * out_dim``) after the
+        convolutions (``kind="conv"`` only: the convolutions are what gives the layers positions). HuBERT hands
+        MoST frames that already hold a whole utterance's context; filterbank frames do not, and the causal LM
+        alone then reads little more than the first words of the audio (measured on the mini corpus).
 
     Examples
     --------
@@ -57,14 +62,22 @@ class AudioProjector(nn.Module):
     >>> out, lens = conv(torch.randn(2, 40, 80), torch.tensor([40, 17]))
     >>> out.shape, lens.tolist(), bool(out[1, 5:].abs().sum() == 0)
     (torch.Size([2, 10, 64]), [10, 5], True)
+    >>> enc = AudioProjector(80, 64, stack=4, kind="conv", encoder_layers=2).eval()
+    >>> out, lens = enc(torch.randn(2, 40, 80), torch.tensor([40, 17]))
+    >>> out.shape, bool(out[1, 5:].abs().sum() == 0)
+    (torch.Size([2, 10, 64]), True)
     """
 
     NORMS = ("none", "utterance")
 
-    def __init__(self, in_dim: int, out_dim: int, stack: int = 1, kind: str = "linear", norm: str = "none"):
+    def __init__(self, in_dim: int, out_dim: int, stack: int = 1, kind: str = "linear", norm: str = "none",
+                 encoder_layers: int = 0):
         super().__init__()
         if norm not in self.NORMS:
             raise ValueError(f"unknown audio feature norm {norm!r}; use one of {self.NORMS}")
+        if encoder_layers < 0 or (encoder_layers > 0 and kind != "conv"):
+            raise ValueError(f"encoder_layers={encoder_layers} must be >= 0, and > 0 needs kind='conv' (the "
+                             f"convolutions give the attention layers their positions), not {kind!r}")
         self.stack = stack
         # SpeechBrain's per-sentence normalisation: statistics over the valid frames only, padding left at 0;
         # it holds no state, so the model's state dict is unchanged.
@@ -80,6 +93,14 @@ class AudioProjector(nn.Module):
             self.convs = nn.ModuleList(nn.Conv1d(out_dim, out_dim, 5, padding=2) for _ in range(2))
         else:
             raise ValueError(f"unknown audio projector kind {kind!r}")
+        self.encoder = None
+        if encoder_layers:
+            heads = max(1, out_dim // 64)
+            layer = nn.TransformerEncoderLayer(out_dim, heads, dim_feedforward=3 * out_dim, dropout=0.0,
+                                               activation="gelu", batch_first=True, norm_first=True)
+            # No nested-tensor fast path: it would make eval outputs at padding differ from training's.
+            self.encoder = nn.TransformerEncoder(layer, encoder_layers, norm=nn.LayerNorm(out_dim),
+                                                 enable_nested_tensor=False)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor):
         S, N, D = feats.shape
@@ -97,6 +118,8 @@ class AudioProjector(nn.Module):
             for conv in self.convs:
                 x = (x + F.gelu(conv(x))) * valid
             out = x.transpose(1, 2)
+            if self.encoder is not None:
+                out = self.encoder(out, src_key_padding_mask=valid[:, 0] == 0) * valid.transpose(1, 2)
         return out, lengths
 
 
@@ -113,6 +136,8 @@ class SplicedInputs:
     """``[S, 2]`` (row, column) of each segment's first frame in the spliced tensors."""
     frame_lengths: Optional[torch.Tensor] = None
     """``[S]`` frames spliced for each segment."""
+    frames: Optional[torch.Tensor] = None
+    """``[S, N, H]`` the projected frames themselves (padded along N)."""
 
 
 def wave_spans(input_ids: torch.Tensor, bow_id: int, eow_id: int, attention_mask=None) -> List[tuple]:
@@ -174,7 +199,7 @@ def splice_audio_frames(input_ids: torch.Tensor, token_embeds: torch.Tensor, fra
         rows.append(row)
         starts += [(b, off) for off in offsets]
     out = _pad_rows(rows, padding_side, labels is not None, starts)
-    out.frame_lengths = frame_lengths
+    out.frame_lengths, out.frames = frame_lengths, frames
     return out
 
 

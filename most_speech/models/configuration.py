@@ -59,9 +59,15 @@ class MoSTConfig(DeepseekV2Config):
     audio_feature_norm : str
         ``"none"`` (MoST, for HuBERT features) or ``"utterance"``: per-segment mean and variance normalisation
         of the frames before the projector (use it for filterbank or MFCC input).
+    audio_encoder_layers : int
+        Bidirectional self-attention layers at the end of a ``"conv"`` projector (0, MoST: none): the context
+        HuBERT's frames carry and filterbank frames lack.
     audio_ctc_weight : float
-        Weight of an auxiliary CTC loss of the spliced frames' last hidden states against the transcript
-        (ASR examples only; :mod:`~most_speech.models.audio_ctc`). 0 (MoST): no CTC head.
+        Weight of an auxiliary CTC loss of the spliced frames against the transcript (ASR examples only;
+        :mod:`~most_speech.models.audio_ctc`). 0 (MoST): no CTC head.
+    audio_ctc_input : str
+        What the CTC head reads: ``"lm"``, the frames' last hidden states in the LM, or ``"projector"``, the
+        projector's output frames (an encoder CTC as in hybrid CTC/attention ASR; needs no LM pass to decode).
     km_tag : str or None
         The k-means model whose units the unit tokens stand for (``encoder-Llayer-kmK-fingerprint``). Set by
         training from its data; unit data of another tag, or a vocoder of another tag, is refused.
@@ -87,7 +93,9 @@ class MoSTConfig(DeepseekV2Config):
     audio_frame_stack: int = 1
     audio_projector_type: str = "linear"
     audio_feature_norm: str = "none"
+    audio_encoder_layers: int = 0
     audio_ctc_weight: float = 0.0
+    audio_ctc_input: str = "lm"
     km_tag: Optional[str] = None
 
     def __post_init__(self, **kwargs):
@@ -140,6 +148,11 @@ class MoSTConfig(DeepseekV2Config):
         if self.audio_feature_norm not in ("none", "utterance"):
             raise ValueError(f"MoSTConfig: audio_feature_norm={self.audio_feature_norm!r} must be 'none' or "
                              f"'utterance'")
+        if self.audio_encoder_layers < 0 or (self.audio_encoder_layers > 0 and self.audio_projector_type != "conv"):
+            raise ValueError(f"MoSTConfig: audio_encoder_layers={self.audio_encoder_layers} must be >= 0, and > 0 "
+                             f"needs audio_projector_type='conv' (not {self.audio_projector_type!r})")
+        if self.audio_ctc_input not in ("lm", "projector"):
+            raise ValueError(f"MoSTConfig: audio_ctc_input={self.audio_ctc_input!r} must be 'lm' or 'projector'")
         if self.audio_ctc_weight < 0 or (self.audio_ctc_weight > 0 and not (self.audio_feature_dim
                                                                              and self.token_layout)):
             raise ValueError(f"MoSTConfig: audio_ctc_weight={self.audio_ctc_weight} must be >= 0, and a CTC loss "

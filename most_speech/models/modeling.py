@@ -218,7 +218,8 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         if config.audio_feature_dim:
             self.audio_projector = AudioProjector(config.audio_feature_dim, config.hidden_size,
                                                   config.audio_frame_stack, config.audio_projector_type,
-                                                  getattr(config, "audio_feature_norm", "none"))
+                                                  getattr(config, "audio_feature_norm", "none"),
+                                                  getattr(config, "audio_encoder_layers", 0))
         self.audio_ctc_head = None
         if getattr(config, "audio_ctc_weight", 0.0) > 0:
             self.audio_ctc_head = AudioCTCHead(config.hidden_size, config.layout.text_vocab_size)
@@ -270,7 +271,7 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
             lm_loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             loss = lm_loss + out.aux_loss.to(lm_loss.dtype)
             if self.audio_ctc_head is not None and spliced is not None and audio_ctc_targets is not None:
-                ctc_loss = self.audio_ctc_head.loss(out.last_hidden_state, spliced.frame_starts,
+                ctc_loss = self.audio_ctc_head.loss(self._ctc_frames(spliced, out.last_hidden_state),
                                                     spliced.frame_lengths, audio_ctc_targets.to(logits.device),
                                                     audio_ctc_target_lengths.to(logits.device))
                 loss = loss + self.config.audio_ctc_weight * ctc_loss.to(loss.dtype)
@@ -287,10 +288,18 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         if self.audio_ctc_head is None:
             raise ValueError("the model has no CTC head (it was trained with audio_ctc_weight = 0)")
         spliced = self.splice_audio(input_ids, audio_features, audio_feature_lengths, attention_mask)
-        out = self.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                         position_ids=spliced.position_ids, modality_ids=spliced.modality_ids, use_cache=False)
-        frames = gather_frames(out.last_hidden_state, spliced.frame_starts, spliced.frame_lengths)
-        return self.audio_ctc_head(frames), spliced.frame_lengths
+        hidden = None
+        if getattr(self.config, "audio_ctc_input", "lm") == "lm":
+            hidden = self.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                position_ids=spliced.position_ids, modality_ids=spliced.modality_ids,
+                                use_cache=False).last_hidden_state
+        return self.audio_ctc_head(self._ctc_frames(spliced, hidden)), spliced.frame_lengths
+
+    def _ctc_frames(self, spliced, last_hidden):
+        """``[S, N, H]`` what the CTC head reads (``config.audio_ctc_input``), zero beyond each segment."""
+        if getattr(self.config, "audio_ctc_input", "lm") == "projector":
+            return spliced.frames
+        return gather_frames(last_hidden, spliced.frame_starts, spliced.frame_lengths)
 
     @torch.no_grad()
     def generate(self, input_ids=None, audio_features=None, audio_feature_lengths=None, attention_mask=None,

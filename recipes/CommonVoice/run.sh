@@ -42,6 +42,8 @@ hubert_dir=
 hubert_layer=11
 nclusters=500
 km_max_frames=1000000
+km_feature_norm=none       # k-means input: none | utterance (per-utterance mean/variance; raw filterbanks)
+km_frame_stack=1          # k-means clusters this many stacked frames: unit_rate = encoder frame rate / it
 hparams=../LibriHeavy/hparams/stage1.yaml   # the stage-1 configs are corpus-independent
 tokenizer_dir=
 init_dir=
@@ -64,7 +66,8 @@ evals="asr tts slm"
 parse_options "$@"
 if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
-  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=4
+  encoder=fbank; frame_stack=4
+  nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
   asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding, as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"

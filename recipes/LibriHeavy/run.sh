@@ -46,6 +46,8 @@ hubert_dir=               # converted mHuBERT directory (most-convert-hubert)
 hubert_layer=11
 nclusters=500
 km_max_frames=1000000
+km_feature_norm=none       # k-means input: none | utterance (per-utterance mean/variance; raw filterbanks)
+km_frame_stack=1          # k-means clusters this many stacked frames: unit_rate = encoder frame rate / it
 # model and training
 hparams=hparams/stage1.yaml
 tokenizer_dir=            # default: --init_dir (converted DeepSeek-V2 tokenizer) or $datadir/tokenizer
@@ -54,7 +56,7 @@ vocab_size=1000           # SentencePiece size when a tokenizer is trained here
 frame_stack=1             # the model's audio_frame_stack (LM positions = frames / stack)
 vocoder_hparams=hparams/vocoder_conv_mel.yaml   # CPU vocoder (minutes); on GPUs a unit HiFi-GAN
 vocoder_args=             # extra --key=value overrides for most-train-vocoder (e.g. "--number_of_steps=300")
-unit_rate=50              # units per second before deduplication (encoder frame rate)
+unit_rate=50              # units per second before deduplication (encoder frame rate / km_frame_stack)
 train_args=               # extra --key=value overrides for train.py
 tag=stage1                # experiment name: $expdir/$tag
 # decoding and scoring
@@ -76,7 +78,8 @@ if true_value "$mini"; then
   # The mini run: everything from the generated corpus on CPU, light features (no HuBERT weights offline).
   # These are its defaults; options given on the command line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
-  encoder=fbank; nclusters=128; unit_rate=100; frame_stack=8; text_form=normalized
+  encoder=fbank; frame_stack=8; text_form=normalized
+  nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
   asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding (weight chosen on the dev split)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
   parse_options "$@"

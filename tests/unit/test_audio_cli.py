@@ -69,6 +69,18 @@ def test_pipeline(corpus, tmp_path):
         assert np.array_equal(from_audio[utt], from_feats[utt])
         assert np.array_equal(from_audio[utt], km(torch.from_numpy(reader[utt])).numpy())
 
+    # normalised + stacked units: one unit per 2 frames, the transform travels with the model file
+    km2_path = tmp_path / "km2.safetensors"
+    assert learn_kmeans_main(["--feats", str(feats_dir), "--k", "4", "--out", str(km2_path), "--n-init", "1",
+                              "--max-iter", "5", "--batch-size", "64", "--feature-norm", "utterance",
+                              "--frame-stack", "2"]) == 0
+    km2 = KMeansQuantizer.load(km2_path, device="cpu")
+    assert (km2.feature_norm, km2.frame_stack, km2.dim, km2.centroids.shape[1]) == ("utterance", 2, 32, 64)
+    units2 = tmp_path / "u2" / "units.jsonl"
+    assert dump_units_main(_common(corpus) + ["--km", str(km2_path), "--out", str(units2)]) == 0
+    stacked = UnitReader(units2, expected_km_tag=km2.km_tag)
+    assert len(stacked["u2"]) == -(-reader["u2"].shape[0] // 2)
+
 
 def test_bad_audio_names_utterance_and_file(corpus, tmp_path, capsys):
     (corpus / "audio" / "bad.wav").write_bytes(b"not audio" * 20)

@@ -64,6 +64,28 @@ def test_ctc_gradient_reaches_the_projector_and_the_layers():
     assert model.lm_head.weight.grad is None or model.lm_head.weight.grad.abs().sum() == 0
 
 
+def test_projector_ctc_reads_the_projected_frames_and_needs_no_lm_pass():
+    model = ctc_model(weight=1.0, audio_ctc_input="projector", audio_projector_type="conv",
+                      audio_encoder_layers=1).train()
+    ids, mask, labels, feats, lengths = batch_with_segments(model.config.layout)
+    targets, target_lengths = torch.tensor([[3, 4], [5, 0], [6, 7]]), torch.tensor([2, 1, 2])
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, audio_features=feats,
+                audio_feature_lengths=lengths, audio_ctc_targets=targets, audio_ctc_target_lengths=target_lengths)
+    frames, _ = model.audio_projector(feats, lengths)
+    blank = model.config.layout.text_vocab_size
+    by_hand = [F.ctc_loss(model.audio_ctc_head.proj(frames[s, :n]).log_softmax(-1)[:, None],
+                          targets[s:s + 1, :target_lengths[s]], torch.tensor([n]), target_lengths[s:s + 1],
+                          blank=blank, reduction="sum") / target_lengths[s]
+               for s, n in enumerate(lengths.tolist())]
+    torch.testing.assert_close(out.ctc_loss, torch.stack(by_hand).mean(), atol=1e-5, rtol=1e-5)
+    out.ctc_loss.backward()
+    assert model.audio_projector.encoder.layers[0].linear1.weight.grad.abs().sum() > 0
+    assert model.model.layers[0].self_attn.o_proj.weight.grad is None
+    log_probs, n = model.eval().audio_ctc_log_probs(ids, feats, lengths, attention_mask=mask)
+    assert n.tolist() == lengths.tolist()
+    torch.testing.assert_close(log_probs, model.audio_ctc_head(model.audio_projector(feats, lengths)[0]))
+
+
 def test_no_head_no_ctc_and_no_transcripts_no_ctc():
     plain = MoSTForCausalLM(MoSTConfig.tiny(audio_feature_dim=FEAT_DIM))
     assert plain.audio_ctc_head is None
@@ -81,6 +103,8 @@ def test_config_refuses_ctc_without_audio_input():
         MoSTConfig.tiny(audio_ctc_weight=0.3)
     with pytest.raises(ValueError, match="audio_ctc_weight"):
         MoSTConfig.tiny(audio_feature_dim=FEAT_DIM, audio_ctc_weight=-1.0)
+    with pytest.raises(ValueError, match="audio_ctc_input"):
+        MoSTConfig.tiny(audio_feature_dim=FEAT_DIM, audio_ctc_weight=1.0, audio_ctc_input="encoder")
 
 
 def test_head_round_trips_through_save_and_load(tmp_path):

@@ -137,17 +137,30 @@ def test_utterance_norm_removes_each_segments_offset_and_scale_and_ignores_paddi
     assert model.audio_projector.norm is not None
 
 
-def test_conv_projector_output_does_not_depend_on_batching():
+@pytest.mark.parametrize("encoder_layers", [0, 2])
+def test_conv_projector_output_does_not_depend_on_batching(encoder_layers):
     torch.manual_seed(0)
-    proj = AudioProjector(FEAT_DIM, 16, stack=2, kind="conv").eval()
+    proj = AudioProjector(FEAT_DIM, 16, stack=2, kind="conv", encoder_layers=encoder_layers).eval()
     a, b = torch.randn(1, 11, FEAT_DIM), torch.randn(1, 4, FEAT_DIM)
     alone, _ = proj(b, torch.tensor([4]))
     batch = torch.cat([a, torch.nn.functional.pad(b, (0, 0, 0, 7), value=5.0)])  # padding is junk on purpose
     together, lens = proj(batch, torch.tensor([11, 4]))
     assert lens.tolist() == [6, 2]
-    torch.testing.assert_close(together[1, :2], alone[0])
+    torch.testing.assert_close(together[1, :2], alone[0], atol=1e-5, rtol=1e-5)
     assert together[1, 2:].abs().sum() == 0
-    # and a position does see its right-hand neighbours (the convolutions are not causal)
+    # and a position does see its right-hand neighbours (the convolutions are not causal) ...
     later = a.clone()
-    later[0, 8:] += 1.0
+    later[0, 10:] += 1.0  # stacked positions 5 and up
     assert not torch.allclose(proj(a, torch.tensor([11]))[0][0, 3], proj(later, torch.tensor([11]))[0][0, 3])
+    # ... beyond the convolutions' reach (2 x 2 stacked positions) only with the attention layers
+    far = proj(a, torch.tensor([11]))[0][0, 0], proj(later, torch.tensor([11]))[0][0, 0]
+    assert torch.allclose(*far) == (encoder_layers == 0)
+
+
+def test_encoder_layers_need_the_conv_projector():
+    with pytest.raises(ValueError, match="encoder_layers"):
+        AudioProjector(FEAT_DIM, 16, kind="linear", encoder_layers=1)
+    with pytest.raises(ValueError, match="audio_encoder_layers"):
+        MoSTConfig.tiny(audio_feature_dim=FEAT_DIM, audio_projector_type="mlp", audio_encoder_layers=2)
+    model = model_with_projector(audio_projector_type="conv", audio_encoder_layers=1)
+    assert len(model.audio_projector.encoder.layers) == 1

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from sklearn.cluster import MiniBatchKMeans
 
 from most_speech.audio.kmeans import (KMeansQuantizer, KmTagMismatch, check_km_tag, dedup, expand,
-                                      learn_kmeans, load_foreign_centroids, make_km_tag, sample_frames)
+                                      learn_kmeans, load_foreign_centroids, make_km_tag, prepare_frames,
+                                      sample_frames)
 from most_speech.audio.safe_load import UnsafePickleError
 
 
@@ -65,6 +66,27 @@ def test_km_tag_and_safetensors_round_trip(tmp_path):
     back = KMeansQuantizer.load(tmp_path / "km.safetensors", device="cpu")
     assert back.km_tag == km.km_tag and back.layer == 11 and back.encoder == "hubert_base"
     assert torch.equal(back.centroids, km.centroids)
+
+
+def test_input_transform_is_saved_tagged_and_applied_per_utterance(tmp_path):
+    rng = np.random.default_rng(2)
+    utt = rng.normal(size=(9, 4)).astype(np.float32)
+    frames = prepare_frames(utt, "utterance", 3)
+    assert frames.shape == (3, 12)
+    km = KMeansQuantizer(rng.normal(size=(5, 12)).astype(np.float32), "fbank", None, "utterance", 3)
+    plain = KMeansQuantizer(km.centroids, "fbank", None)
+    assert km.km_tag != plain.km_tag and km.dim == 4 and plain.dim == 12
+    units = km(torch.from_numpy(utt))
+    assert units.tolist() == plain(torch.from_numpy(frames)).tolist()
+    # a speaker- or level-dependent offset and scale does not change normalised units
+    assert km(torch.from_numpy(utt * 3.0 + 16.0)).tolist() == units.tolist()
+    km.save(tmp_path / "km.safetensors")
+    back = KMeansQuantizer.load(tmp_path / "km.safetensors", device="cpu")
+    assert (back.km_tag, back.feature_norm, back.frame_stack) == (km.km_tag, "utterance", 3)
+    with pytest.raises(ValueError, match="one utterance"):
+        km(torch.from_numpy(np.stack([utt, utt])))
+    with pytest.raises(ValueError, match="frame_stack"):
+        KMeansQuantizer(np.zeros((2, 5), np.float32), "fbank", None, frame_stack=2)
 
 
 def test_km_tag_mismatch_is_refused_clearly():
