@@ -58,6 +58,7 @@ decode_limit=0
 asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
+tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
 judge=whisper
 slm_voice=flite:awb
 results=RESULTS.md
@@ -68,7 +69,7 @@ if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
   encoder=fbank; frame_stack=4
   nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
-  asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding, as the LibriHeavy mini run
+  asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3   # decoding as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"
 fi

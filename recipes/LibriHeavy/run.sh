@@ -64,6 +64,7 @@ decode_limit=0            # decode at most this many utterances per test set (0:
 asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
+tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
 results=RESULTS.md
@@ -80,7 +81,8 @@ if true_value "$mini"; then
   libriheavy_dir=$datadir/mini_corpus
   encoder=fbank; frame_stack=8; text_form=normalized
   nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
-  asr_beam_size=4; asr_ctc_weight=0.5   # joint CTC/attention decoding (weight chosen on the dev split)
+  asr_beam_size=4; asr_ctc_weight=0.7   # joint CTC/attention decoding (weight chosen on the dev split)
+  tts_temperature=0.3                   # chosen on the dev split (40 sentences: 0.8 / 0.5 / 0.3 / greedy)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
   parse_options "$@"
 fi
