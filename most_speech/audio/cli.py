@@ -171,7 +171,8 @@ def learn_kmeans_main(argv=None) -> int:
     p.add_argument("--feats", required=True, help="feature store directory (most-dump-features --out)")
     p.add_argument("--k", type=int, default=500)
     p.add_argument("--out", required=True, help="k-means model (.safetensors)")
-    p.add_argument("--max-frames", type=int, default=1_000_000, help="frames sampled for fitting")
+    p.add_argument("--max-frames", type=int, default=1_000_000,
+                   help="frames (stacked frames with --frame-stack) sampled for fitting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-init", type=int, default=20)
     p.add_argument("--max-iter", type=int, default=100)
