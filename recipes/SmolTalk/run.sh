@@ -35,7 +35,7 @@ stage1_data_root=         # what {data_root} stands for in the stage-1 manifests
 encoder=hubert            # must match stage 1 (its export's most.json)
 hubert_dir=
 hubert_layer=11
-unit_rate=50
+unit_rate=                # units per second of the stage-1 units (default: the stage-1 export's most.json)
 hparams=hparams/stage2.yaml
 train_args=
 tag=stage2
@@ -125,6 +125,11 @@ if run_stage 6 "spoken QA"; then
   voc_opts=()
   [ -d "$stage1_recipe/exp/vocoder/vocoder" ] && voc_opts=(--vocoder "$stage1_recipe/exp/vocoder/vocoder" \
     --kmeans "$stage1_recipe/exp/kmeans/kmeans.safetensors")
+  if [ -z "$unit_rate" ]; then
+    s1_info=$stage1_recipe/exp/$stage1_tag/export/most.json
+    [ -f "$s1_info" ] || die "give --unit_rate (no stage-1 export info at $s1_info)"
+    unit_rate=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["unit_rate"])' "$s1_info")
+  fi
   most-export "$exp/train/model" "$exp/export" --speech-input continuous "${enc_opts[@]}" "${voc_opts[@]}" \
     --unit-rate "$unit_rate" --overwrite
   qa_dir=$datadir/spoken_qa
