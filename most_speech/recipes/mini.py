@@ -24,6 +24,7 @@ from typing import List
 
 from most_speech.data.fileio import atomic_write_text
 from most_speech.data.mini_corpus import Grammar, normalize_text, split_of
+from most_speech.text.normalize import number_to_words
 
 __all__ = ["instruction_dialogues", "lm_sentences", "vocabulary_words", "main"]
 
@@ -66,10 +67,6 @@ def vocabulary_words(min_len: int = 4, grammar: Grammar = None) -> List[str]:
     return sorted(w.lower() for w in grammar.vocabulary() if len(w) >= min_len and w.isalpha())
 
 
-_NUMBER_WORDS = ("ZERO ONE TWO THREE FOUR FIVE SIX SEVEN EIGHT NINE TEN ELEVEN TWELVE THIRTEEN FOURTEEN "
-                 "FIFTEEN SIXTEEN SEVENTEEN EIGHTEEN NINETEEN TWENTY").split()
-
-
 def instruction_dialogues(num: int, seed: int = 0) -> List[dict]:
     """``num`` one-turn SmolTalk-format dialogues whose answer follows from the question's sentence.
 
@@ -82,8 +79,9 @@ def instruction_dialogues(num: int, seed: int = 0) -> List[dict]:
     rows = []
     for i, sentence in enumerate(lm_sentences(num, seed)):
         words = sentence.split()
-        if i % 2 == 0 and len(words) < len(_NUMBER_WORDS):
-            question, answer = f"HOW MANY WORDS ARE IN {sentence}", f"THERE ARE {_NUMBER_WORDS[len(words)]} WORDS"
+        if i % 2 == 0:
+            count = number_to_words(len(words)).upper()
+            question, answer = f"HOW MANY WORDS ARE IN {sentence}", f"THERE ARE {count} WORDS"
         else:
             question, answer = f"WHAT IS THE LAST WORD OF THIS SENTENCE {sentence}", words[-1]
         rows.append({"messages": [{"role": "user", "content": question},

@@ -9,6 +9,7 @@ import soundfile as sf
 from most_speech.audio.store import FeatureWriter, UnitWriter
 from most_speech.data.mini_corpus import split_of
 from most_speech.recipes import mini, report, smoltalk, tasks, tts_eval
+from most_speech.text.normalize import number_to_words
 
 
 def _jsonl(path: Path, rows):
@@ -89,7 +90,7 @@ def test_mini_dialogues_are_smoltalk_rows_with_checkable_answers(tmp_path):
         sentence = question.split(" IN ", 1)[1] if question.startswith("HOW MANY") else question.split("SENTENCE ")[1]
         assert split_of(sentence) == "train"
         if question.startswith("HOW MANY"):
-            assert answer == f"THERE ARE {mini._NUMBER_WORDS[len(sentence.split())]} WORDS"
+            assert answer == f"THERE ARE {number_to_words(len(sentence.split())).upper()} WORDS"
         else:
             assert answer == sentence.split()[-1]
     prepare_smoltalk(tmp_path / "st.jsonl", tmp_path / "prepared", split="train")
