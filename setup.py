@@ -33,6 +33,7 @@ setup(
             "most-prepare-data=most_speech.data.cli:main",
             "most-make-mini-corpus=most_speech.data.mini_corpus:main",
             "most-train-vocoder=most_speech.vocoder.train:main",
+            "most-train-phonetic-encoder=most_speech.audio.phonetic_fit:main",
             "most-score=most_speech.scoring.cli:main",
             "most-decode=most_speech.decoding.cli:main",
             "most-export=most_speech.inference.cli:export_main",

@@ -18,6 +18,7 @@ lm_text=${lm_text:-}
 speech_input=${speech_input:-continuous}   # how the trained model takes speech: continuous | units
 export_template=${export_template:-"{}"}   # TemplateConfig fields of the export, e.g. {"dedup_input_units": true}
 slm_num_words=${slm_num_words:-0}   # spoken-LM pair test: at most this many words (0: the whole vocabulary)
+phonetic_dir=${phonetic_dir:-$expdir/phonetic_encoder}   # encoder=phonetic: where stage 3 trains it
 
 if [ "$stop_stage" -ge 3 ] && [ "$stage" -le 5 ] && [ ! -f "$datadir/all.jsonl" ]; then
   # one manifest over every split: features and units are stored by utterance id
@@ -25,15 +26,31 @@ if [ "$stop_stage" -ge 3 ] && [ "$stage" -le 5 ] && [ ! -f "$datadir/all.jsonl" 
   mv "$datadir/.all.jsonl.tmp" "$datadir/all.jsonl"
 fi
 
+dump_features() {  # dump_features OUT ENCODER_OPTS...: every split's frames, by utterance id
+  local out=$1 r; shift
+  # shards run one after the other here; on a cluster, submit one job per --rank
+  for ((r = 0; r < nj; r++)); do
+    most-dump-features --manifest "$datadir/all.jsonl" --data-root "$data_root" "$@" \
+      --device "${device%%:*}" --nj "$nj" --rank "$r" --out "$out"
+  done
+}
+
 if run_stage 3 "encoder features ($encoder)"; then
   if ! is_done "$feats"; then
-    enc_opts=(--encoder "$encoder")
-    [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
-    # shards run one after the other here; on a cluster, submit one job per --rank
-    for ((r = 0; r < nj; r++)); do
-      most-dump-features --manifest "$datadir/all.jsonl" --data-root "$data_root" "${enc_opts[@]}" \
-        --device "${device%%:*}" --nj "$nj" --rank "$r" --out "$feats"
-    done
+    case $encoder in
+      hubert) dump_features "$feats" --encoder hubert --model-dir "$hubert_dir" --layer "$hubert_layer" ;;
+      phonetic)  # HuBERT's stand-in: a CTC encoder trained here on the training split's filterbanks
+        is_done "$dumpdir/feats/fbank" || { dump_features "$dumpdir/feats/fbank" --encoder fbank
+                                            mark_done "$dumpdir/feats/fbank"; }
+        if [ ! -f "$phonetic_dir/model.safetensors" ]; then
+          # shellcheck disable=SC2086
+          run_logged "$expdir/phonetic_encoder.log" most-train-phonetic-encoder --feats "$dumpdir/feats/fbank" \
+            --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" --out "$phonetic_dir" \
+            ${phonetic_args:-}
+        fi
+        dump_features "$feats" --encoder phonetic --model-dir "$phonetic_dir" ;;
+      *) dump_features "$feats" --encoder "$encoder" ;;
+    esac
     mark_done "$feats"
   fi
   finish 3 "encoder features"
@@ -102,6 +119,7 @@ fi
 if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   enc_opts=(--encoder "$encoder")
   [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
+  [ "$encoder" = phonetic ] && enc_opts+=(--encoder-dir "$phonetic_dir")
   most-export "$exp/train/model" "$export" --speech-input "$speech_input" --template "$export_template" \
     "${enc_opts[@]}" --kmeans "$km" \
     --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite

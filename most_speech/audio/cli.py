@@ -1,6 +1,6 @@
 """Command lines of the audio front-end: dump features, learn k-means, dump units.
 
-* ``most-dump-features --manifest M.jsonl --out DIR --encoder hubert|fbank|mfcc [--model-dir D --layer L]
+* ``most-dump-features --manifest M.jsonl --out DIR --encoder hubert|phonetic|fbank|mfcc [--model-dir D --layer L]
   [--subset-frac F | --max-utts N] [--nj N --rank R] [--device auto]``
 * ``most-learn-kmeans --feats DIR --k 500 --out km.safetensors [--max-frames 1000000]``
 * ``most-dump-units --manifest M.jsonl --km km.safetensors --encoder hubert --model-dir D --out units.jsonl``
@@ -93,6 +93,12 @@ def _build(args):
         enc = build_encoder("hubert", model_dir=args.model_dir, layer=args.layer, chunk_seconds=args.chunk_seconds)
         name = args.encoder_name or Path(args.model_dir).name
         layer = enc.layer
+    elif args.encoder == "phonetic":
+        if not args.model_dir:
+            raise ValueError("--encoder phonetic needs --model-dir (most-train-phonetic-encoder output)")
+        enc = build_encoder("phonetic", model_dir=args.model_dir, layer=args.layer)
+        name = args.encoder_name or Path(args.model_dir).name
+        layer = enc.config.layer
     else:
         enc = build_encoder(args.encoder)
         name, layer = args.encoder_name or args.encoder, None
@@ -102,9 +108,10 @@ def _build(args):
 def _add_encoder_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="JSONL manifest (id, audio, start?, duration?)")
     p.add_argument("--data-root", help="substituted for {data_root} in audio paths")
-    p.add_argument("--encoder", default="hubert", choices=["hubert", "fbank", "mfcc"])
-    p.add_argument("--model-dir", help="converted HuBERT directory (most-convert-hubert)")
-    p.add_argument("--layer", type=int, help="HuBERT layer (default: last)")
+    p.add_argument("--encoder", default="hubert", choices=["hubert", "phonetic", "fbank", "mfcc"])
+    p.add_argument("--model-dir", help="converted HuBERT directory (most-convert-hubert), or a phonetic encoder "
+                                       "(most-train-phonetic-encoder)")
+    p.add_argument("--layer", type=int, help="encoder layer (default: HuBERT's last; the phonetic encoder's own)")
     p.add_argument("--encoder-name", help="name used in km_tag / meta (default: model dir name or encoder kind)")
     p.add_argument("--chunk-seconds", type=float, default=60.0, help="encode longer recordings in windows")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per encoder batch")
@@ -229,7 +236,7 @@ def dump_units_main(argv=None) -> int:
         else:
             if not args.manifest:
                 raise ValueError("give --manifest (with an encoder) or --feats")
-            if args.layer is None and args.encoder == "hubert":
+            if args.layer is None and args.encoder in ("hubert", "phonetic"):
                 args.layer = km.layer
             if args.layer is not None and km.layer is not None and args.layer != km.layer:
                 raise ValueError(f"--layer {args.layer} but k-means {km.km_tag} was learnt on layer {km.layer}")

@@ -80,13 +80,14 @@ class KaldiFrontend(nn.Module):
 
 
 def build_encoder(kind: str, **kwargs) -> nn.Module:
-    """Build a feature encoder by name: ``"hubert"``, ``"fbank"`` or ``"mfcc"``.
+    """Build a feature encoder by name: ``"hubert"``, ``"phonetic"``, ``"fbank"`` or ``"mfcc"``.
 
     Parameters
     ----------
     kind : str
     **kwargs
         ``hubert``: ``model_dir`` (required), ``layer``, ``chunk_seconds``, ...;
+        ``phonetic``: ``model_dir`` (required, :class:`~most_speech.audio.phonetic.PhoneticEncoder`), ``layer``;
         ``fbank`` / ``mfcc``: ``KaldiFrontend`` options.
 
     Examples
@@ -98,6 +99,12 @@ def build_encoder(kind: str, **kwargs) -> nn.Module:
         if kwargs.get("model_dir") is None:
             raise ValueError("build_encoder('hubert') needs model_dir (a converted HuBERT directory)")
         return HubertEncoder.from_pretrained(kwargs.pop("model_dir"), **kwargs)
+    if kind == "phonetic":
+        from most_speech.audio.phonetic import PhoneticEncoder
+
+        if kwargs.get("model_dir") is None:
+            raise ValueError("build_encoder('phonetic') needs model_dir (most-train-phonetic-encoder output)")
+        return PhoneticEncoder.from_pretrained(kwargs["model_dir"], layer=kwargs.get("layer"))
     if kind in ("fbank", "mfcc"):
         return KaldiFrontend(kind, **kwargs)
-    raise ValueError(f"unknown encoder {kind!r}: expected 'hubert', 'fbank' or 'mfcc'")
+    raise ValueError(f"unknown encoder {kind!r}: expected 'hubert', 'phonetic', 'fbank' or 'mfcc'")

@@ -61,7 +61,7 @@ def export_model(out_dir, model, tokenizer, *, info: ExportInfo, vocoder=None, e
     info : ExportInfo
     vocoder : UnitVocoder, optional
     encoder_dir : path, optional
-        A HuBERT model directory to copy (for ``encoder.kind == "hubert"``).
+        An encoder directory to copy (HuBERT or phonetic encoder: ``encoder.kind`` "hubert" or "phonetic").
     kmeans : KMeansQuantizer, optional
 
     Examples

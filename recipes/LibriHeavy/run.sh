@@ -41,9 +41,11 @@ mini_num_dev=100
 mini_num_test=100
 mini_lm_sentences=20000   # extra text-LM sentences from the mini grammar (training split only)
 # features and units
-encoder=hubert            # hubert | fbank | mfcc
+encoder=hubert            # hubert | phonetic (a CTC encoder trained in stage 3) | fbank | mfcc
 hubert_dir=               # converted mHuBERT directory (most-convert-hubert)
 hubert_layer=11
+phonetic_dir=             # encoder=phonetic: its directory (default $expdir/phonetic_encoder)
+phonetic_args=            # extra most-train-phonetic-encoder options (e.g. "--steps 800")
 nclusters=500
 km_max_frames=1000000
 km_feature_norm=none       # k-means input: none | utterance (per-utterance mean/variance; raw filterbanks)
