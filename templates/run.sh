@@ -36,21 +36,26 @@ min_dur=0.5
 max_dur=30
 lm_text=                  # optional extra text-LM sentences, one a line
 # features, units, model (see recipes/LibriHeavy/README.md for what each means)
-encoder=fbank             # hubert (with --hubert_dir) for the real thing; fbank / mfcc need no weights
+encoder=phonetic          # hubert (with --hubert_dir) for the real thing; phonetic (a CTC encoder stage 3 trains
+                          # on your transcripts), fbank, mfcc need no weights
 hubert_dir=
 hubert_layer=11
+phonetic_dir=             # encoder=phonetic: its directory (default $expdir/phonetic_encoder)
+phonetic_args="--steps 500"   # most-train-phonetic-encoder options
 nclusters=256
 km_max_frames=1000000
-km_feature_norm=utterance  # k-means input: none (HuBERT) | utterance (per-utterance mean/variance: filterbanks)
-km_frame_stack=4          # k-means clusters this many stacked frames (fbank: 4 -> 25 units/s; HuBERT: 1)
+km_n_init=5               # k-means++ restarts (fairseq's HuBERT recipe: 20)
+km_feature_norm=none      # k-means input: none (HuBERT, phonetic) | utterance (per-utterance mean/variance: fbank)
+km_frame_stack=1          # k-means clusters this many stacked frames (fbank: 4 -> 25 units/s; HuBERT: 1)
 hparams=../LibriHeavy/hparams/mini.yaml      # a stage-1 config: mini.yaml (CPU), stage1_small.yaml, stage1.yaml
 tokenizer_dir=
 init_dir=                 # a converted DeepSeek-V2 checkpoint (most-convert-deepseek) to post-train instead
 vocab_size=500
-frame_stack=4             # the hparams' audio_frame_stack
+frame_stack=2             # the hparams' audio_frame_stack (mini.yaml: 2 phonetic frames per LM position)
 vocoder_hparams=../LibriHeavy/hparams/vocoder_conv_mel.yaml
 vocoder_args=             # extra --key=value overrides for most-train-vocoder (e.g. "--number_of_steps=300")
-unit_rate=25              # units per second: encoder frame rate (fbank/mfcc 100, HuBERT-base 50, mHuBERT 25) / km_frame_stack
+unit_rate=25              # units per second: encoder frame rate (fbank/mfcc 100, HuBERT-base 50, mHuBERT and
+                          # phonetic 25) / km_frame_stack
 train_args=
 tag=stage1
 decode_limit=0

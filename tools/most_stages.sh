@@ -59,7 +59,7 @@ fi
 if run_stage 4 "learn k-means (K=$nclusters)"; then
   if [ ! -f "$km" ]; then
     most-learn-kmeans --feats "$feats" --k "$nclusters" --out "$km" --max-frames "$km_max_frames" \
-      --feature-norm "${km_feature_norm:-none}" --frame-stack "${km_frame_stack:-1}"
+      --feature-norm "${km_feature_norm:-none}" --frame-stack "${km_frame_stack:-1}" --n-init "${km_n_init:-20}"
   fi
   finish 4 "learn k-means"
 fi

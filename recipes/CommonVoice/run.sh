@@ -37,11 +37,14 @@ mini_num_dev=100
 mini_num_test=100
 mini_lm_sentences=20000
 lm_text=                  # optional extra text-LM sentences, one a line
-encoder=hubert
+encoder=hubert            # hubert | phonetic (a CTC encoder trained in stage 3) | fbank | mfcc
 hubert_dir=
 hubert_layer=11
+phonetic_dir=             # encoder=phonetic: its directory (default $expdir/phonetic_encoder)
+phonetic_args=            # extra most-train-phonetic-encoder options (e.g. "--steps 800")
 nclusters=500
 km_max_frames=1000000
+km_n_init=20              # k-means++ restarts (fairseq's HuBERT recipe: 20)
 km_feature_norm=none       # k-means input: none | utterance (per-utterance mean/variance; raw filterbanks)
 km_frame_stack=1          # k-means clusters this many stacked frames: unit_rate = encoder frame rate / it
 hparams=../LibriHeavy/hparams/stage1.yaml   # the stage-1 configs are corpus-independent
@@ -67,8 +70,8 @@ evals="asr tts slm"
 parse_options "$@"
 if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
-  encoder=fbank; frame_stack=4
-  nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
+  encoder=phonetic; phonetic_args="--steps 500"; frame_stack=2   # as the LibriHeavy mini run
+  nclusters=256; km_n_init=5; unit_rate=25   # 25 Hz units of the phonetic encoder's layer 2
   asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3   # decoding as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"

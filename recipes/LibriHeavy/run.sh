@@ -48,6 +48,7 @@ phonetic_dir=             # encoder=phonetic: its directory (default $expdir/pho
 phonetic_args=            # extra most-train-phonetic-encoder options (e.g. "--steps 800")
 nclusters=500
 km_max_frames=1000000
+km_n_init=20              # k-means++ restarts (fairseq's HuBERT recipe: 20)
 km_feature_norm=none       # k-means input: none | utterance (per-utterance mean/variance; raw filterbanks)
 km_frame_stack=1          # k-means clusters this many stacked frames: unit_rate = encoder frame rate / it
 # model and training
@@ -78,11 +79,13 @@ export_template="{}"      # TemplateConfig fields for the export (JSON)
 parse_options "$@"
 
 if true_value "$mini"; then
-  # The mini run: everything from the generated corpus on CPU, light features (no HuBERT weights offline).
-  # These are its defaults; options given on the command line still win (second parse_options).
+  # The mini run: everything from the generated corpus on CPU. No HuBERT weights offline: stage 3 trains a
+  # small CTC phonetic encoder on the training split instead (500 steps, ~3 min), whose 25 Hz frames are the
+  # model's input and, through k-means, its units. These are its defaults; options given on the command
+  # line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
-  encoder=fbank; frame_stack=8; text_form=normalized
-  nclusters=256; km_feature_norm=utterance; km_frame_stack=4; unit_rate=25   # 25 Hz units of normalised fbank
+  encoder=phonetic; phonetic_args="--steps 500"; frame_stack=2; text_form=normalized
+  nclusters=256; km_n_init=5; unit_rate=25   # 25 Hz units of the phonetic encoder's layer 2
   asr_beam_size=4; asr_ctc_weight=0.7   # joint CTC/attention decoding (weight chosen on the dev split)
   tts_temperature=0.3                   # chosen on the dev split (40 sentences: 0.8 / 0.5 / 0.3 / greedy)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400

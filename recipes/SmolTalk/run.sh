@@ -32,9 +32,10 @@ voice=espeak-ng:en-us
 stage1_recipe=../LibriHeavy   # where stage 1 ran: its data/tasks (replay), exp/<tag>/{train/model,export}
 stage1_tag=stage1
 stage1_data_root=         # what {data_root} stands for in the stage-1 manifests (its corpus folder)
-encoder=hubert            # must match stage 1 (its export's most.json)
+encoder=hubert            # must match stage 1 (its export's most.json): hubert | phonetic | fbank | mfcc
 hubert_dir=
 hubert_layer=11
+phonetic_dir=             # encoder=phonetic: stage 1's encoder (default $stage1_recipe/exp/phonetic_encoder)
 unit_rate=                # units per second of the stage-1 units (default: the stage-1 export's most.json)
 hparams=hparams/stage2.yaml
 train_args=
@@ -46,6 +47,7 @@ results=RESULTS.md
 
 parse_options "$@"
 s1_exp=$stage1_recipe/exp/$stage1_tag
+phonetic_dir=${phonetic_dir:-$stage1_recipe/exp/phonetic_encoder}
 s1_model=$s1_exp/train/model
 exp=$expdir/$tag
 mkdir -p "$exp"
@@ -57,6 +59,7 @@ if run_stage 0 "check inputs"; then
   require "$smoltalk_dir" "$s1_model/config.json" "$stage1_recipe/data/tasks/asr_train.jsonl"
   [ "$tts" != most ] || require "$s1_exp/export/most.json"
   [ "$encoder" != hubert ] || [ -d "$hubert_dir" ] || die "--encoder hubert needs --hubert_dir"
+  [ "$encoder" != phonetic ] || require "$phonetic_dir/model.safetensors"
   finish 0 "check inputs"
 fi
 
@@ -93,6 +96,7 @@ if run_stage 3 "encoder features ($encoder)"; then
       "$stage1_recipe/data/tasks/asr_train.jsonl" > "$datadir/feature_manifest.jsonl"
     enc_opts=(--encoder "$encoder")
     [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
+    [ "$encoder" = phonetic ] && enc_opts+=(--model-dir "$phonetic_dir")
     most-dump-features --manifest "$datadir/feature_manifest.jsonl" \
       ${stage1_data_root:+--data-root "$stage1_data_root"} \
       "${enc_opts[@]}" --device "${device%%:*}" --out "$feats"
@@ -122,6 +126,7 @@ if run_stage 6 "spoken QA"; then
   [ -n "$questions" ] || die "give --questions (WebQuestions-format JSON) for spoken QA"
   enc_opts=(--encoder "$encoder")
   [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
+  [ "$encoder" = phonetic ] && enc_opts+=(--encoder-dir "$phonetic_dir")
   voc_opts=()
   [ -d "$stage1_recipe/exp/vocoder/vocoder" ] && voc_opts=(--vocoder "$stage1_recipe/exp/vocoder/vocoder" \
     --kmeans "$stage1_recipe/exp/kmeans/kmeans.safetensors")

@@ -6,6 +6,7 @@ overridden. Full-size configs (stage1, SmolTalk stage2) start from a tiny conver
 are exercised without DeepSeek-V2 weights or GPUs.
 """
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,8 @@ def _overrides(path: Path, data: Path, init_dir: Path, out: Path):
                  "--grad_accumulation_factor=1"]
         args = [a for a in args if not a.startswith("--tokenizer_dir")] + (
             [f"--tokenizer_dir={data / 'tokenizer'}"] if "tokenizer_dir: !PLACEHOLDER" in text else [])
+    if re.search(r"^feature_dim:", text, re.M):  # the test store's frames are 80-d
+        args.append("--feature_dim=80")
     if "audio_features_store" not in text:
         args = [a for a in args if not a.startswith("--audio_features_store")]
     return args

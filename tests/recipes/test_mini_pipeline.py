@@ -23,6 +23,7 @@ def _run(tmp: Path, *extra: str, stage: int = 0):
             "--mini_num_train", "24", "--mini_num_dev", "4", "--mini_num_test", "4", "--nj", "1",
             "--nclusters", "16", "--vocab_size", "80", "--mini_lm_sentences", "40", "--tts_limit", "2",
             "--slm_num_words", "4", "--judge", "pocketsphinx", "--vocoder_args", "--number_of_steps=5",
+            "--phonetic_args", "--steps 3 --batch-frames 3000",
             "--train_args", "--number_of_epochs=1 --steps_per_epoch=3 --warmup_steps=1 --log_interval=1 "
                             "--ckpt_interval_steps=0 --noprogressbar", *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
@@ -45,6 +46,9 @@ def test_mini_pipeline_end_to_end(tmp_path):
     assert "<!-- begin mini -->" in results and "swuggy" in results and "test_clean" in results
     assert (tmp_path / "mini_curves.png").is_file()
     assert (exp / "export" / "most.json").is_file()
+    info = json.loads((exp / "export" / "most.json").read_text())
+    assert info["encoder"]["kind"] == "phonetic" and (exp / "export" / "encoder" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "exp" / "phonetic_encoder" / "valid.json").read_text())["steps"] == 3
     # a rerun of the data stages finds them done and redoes nothing
     again = _run(tmp_path, "--stop_stage", "7")
     assert again.returncode == 0, again.stderr[-2000:]

@@ -95,3 +95,24 @@ def test_export_cli_bundles_a_trained_model(tmp_path):
     with pytest.raises(SystemExit):
         export_main([str(trained), str(tmp_path / "bundle2"), "--kmeans", str(export / "kmeans.safetensors"),
                      "--vocoder", str(other)])
+
+
+def test_export_cli_bundles_a_phonetic_encoder(tmp_path):
+    from most_speech.audio.phonetic import PhoneticEncoder, PhoneticEncoderConfig
+
+    export = tiny_export(tmp_path, "units")
+    trained = tmp_path / "exp_model"
+    model = MoSTForCausalLM.from_pretrained(export / "model")
+    model.config.audio_feature_dim = 32
+    MoSTForCausalLM(model.config).save_pretrained(trained)
+    MoSTTokenizer.from_pretrained(export / "tokenizer").save(trained)
+    PhoneticEncoder(PhoneticEncoderConfig(vocab=list("ab "), hidden_size=32, num_heads=2, ffn_size=64,
+                                          num_layers=2, layer=1)).save_pretrained(tmp_path / "pe")
+    export_main([str(trained), str(tmp_path / "bundle"), "--encoder", "phonetic", "--encoder-dir",
+                 str(tmp_path / "pe"), "--vocoder", str(export / "vocoder")])
+    info = json.loads((tmp_path / "bundle" / "most.json").read_text())
+    assert info["encoder"] == {"kind": "phonetic", "model_dir": "encoder"}
+    assert (tmp_path / "bundle" / "encoder" / "model.safetensors").is_file()
+    asr = MoSTASR.from_pretrained(tmp_path / "bundle", max_new_tokens=2)
+    assert asr.loaded.encoder.dim == 32
+    assert isinstance(asr.transcribe(write_wav(tmp_path / "a.wav")), str)
