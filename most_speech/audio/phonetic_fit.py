@@ -144,8 +144,6 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
     >>> fit_phonetic_encoder("dump/feats/fbank", "data/small.jsonl", "exp/phonetic",
     ...                      "data/dev.jsonl", steps=1200)                    # doctest: +SKIP
     """
-    from most_speech.audio.store import FeatureReader
-
     out_dir = Path(out_dir)
     if (out_dir / "model.safetensors").exists():
         raise FileExistsError(f"{out_dir} already holds a phonetic encoder; remove it to retrain")
@@ -157,45 +155,16 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
     logger.addHandler(log_file)
     try:
         torch.manual_seed(seed)
-        rng = random.Random(seed)
-        reader = FeatureReader(feats_dir)
-        train = load_transcripts(train_manifest, reader.keys())
-        valid = load_transcripts(valid_manifest, reader.keys()) if valid_manifest else {}
-        feats = {k: torch.as_tensor(reader[k], dtype=torch.float32) for k in (*train, *valid)}
-        dims = {m.shape[1] for m in feats.values()}
+        feats, train, valid = _load_data(feats_dir, train_manifest, valid_manifest)
         vocab = sorted(set("".join(train.values())))
-        cfg = PhoneticEncoderConfig(vocab=vocab, num_mel_bins=dims.pop(), **config)
-        if dims:
-            raise ValueError(f"{feats_dir}: frames of several dimensions; expected one filterbank size")
-        model = PhoneticEncoder(cfg)
+        model = PhoneticEncoder(PhoneticEncoderConfig(vocab=vocab, num_mel_bins=_feature_dim(feats, feats_dir),
+                                                      **config))
         logger.info("phonetic encoder: %d parameters, %d symbols, %d train / %d dev utterances",
                     sum(p.numel() for p in model.parameters()), len(vocab), len(train), len(valid))
-        targets = {k: torch.tensor([vocab.index(c) + 1 for c in t]) for k, t in train.items()}
-        lengths = {k: feats[k].shape[0] for k in train}
-        opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) * (
-            0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
-        augmenter = build_augment(freq_scale) if augment else None
-        batches, start = [], time.time()
-        model.train()
-        for step in tqdm(range(1, steps + 1), desc="phonetic encoder", unit="step"):
-            if not batches:
-                batches = length_batches(lengths, batch_frames, rng)
-            batch = batches.pop()
-            fbank, lens = _pad([feats[k] for k in batch])
-            if augmenter is not None:
-                fbank, _ = augmenter(fbank, lens.float() / fbank.shape[1])
-            log_probs, out_lens = model.ctc_log_probs(fbank, lens)
-            tgt, tgt_lens = _pad([targets[k] for k in batch])
-            loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), tgt, out_lens, tgt_lens,
-                                                blank=0, zero_infinity=True)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            if step % 50 == 0 or step == steps:
-                logger.info("step %d: ctc loss %.3f, lr %.2e", step, loss.item(), sched.get_last_lr()[0])
+        start = time.time()
+        _train(model, feats, train, steps=steps, batch_frames=batch_frames, learning_rate=learning_rate,
+               warmup_steps=warmup_steps, augmenter=build_augment(freq_scale) if augment else None,
+               rng=random.Random(seed))
         summary = {"steps": steps, "seconds": round(time.time() - start, 1), "train_utterances": len(train)}
         if valid:
             summary["valid"] = evaluate(model, feats, valid, batch_frames)
@@ -203,6 +172,9 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
                         summary["valid"]["wer"], summary["valid"]["utterances"])
         model.eval().save_pretrained(tmp)
         atomic_write_json(tmp / "valid.json", summary)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written survives a failed or interrupted run
+        raise
     finally:
         logger.removeHandler(log_file)
         log_file.close()
@@ -210,6 +182,54 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return summary
+
+
+def _load_data(feats_dir, train_manifest, valid_manifest):
+    """``(frames by id, train transcripts, dev transcripts)``; frames are held in memory (minutes of speech)."""
+    from most_speech.audio.store import FeatureReader
+
+    reader = FeatureReader(feats_dir)
+    train = load_transcripts(train_manifest, reader.keys())
+    valid = load_transcripts(valid_manifest, reader.keys()) if valid_manifest else {}
+    feats = {k: torch.as_tensor(reader[k], dtype=torch.float32) for k in (*train, *valid)}
+    return feats, train, valid
+
+
+def _feature_dim(feats: dict, feats_dir) -> int:
+    dims = {m.shape[1] for m in feats.values()}
+    if len(dims) != 1:
+        raise ValueError(f"{feats_dir}: frames of dimensions {sorted(dims)}; expected one filterbank size")
+    return dims.pop()
+
+
+def _train(model, feats, texts, *, steps, batch_frames, learning_rate, warmup_steps, augmenter, rng) -> None:
+    """CTC training: AdamW, linear warmup then cosine decay to 5 %, gradient norm clipped at 1."""
+    vocab = model.config.vocab
+    targets = {k: torch.tensor([vocab.index(c) + 1 for c in t]) for k, t in texts.items()}
+    lengths = {k: feats[k].shape[0] for k in texts}
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) * (
+        0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
+    batches = []
+    model.train()
+    for step in tqdm(range(1, steps + 1), desc="phonetic encoder", unit="step"):
+        if not batches:
+            batches = length_batches(lengths, batch_frames, rng)
+        batch = batches.pop()
+        fbank, lens = _pad([feats[k] for k in batch])
+        if augmenter is not None:
+            fbank, _ = augmenter(fbank, lens.float() / fbank.shape[1])
+        log_probs, out_lens = model.ctc_log_probs(fbank, lens)
+        tgt, tgt_lens = _pad([targets[k] for k in batch])
+        loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), tgt, out_lens, tgt_lens, blank=0,
+                                            zero_infinity=True)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == steps:
+            logger.info("step %d: ctc loss %.3f, lr %.2e", step, loss.item(), sched.get_last_lr()[0])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -103,7 +103,7 @@ def test_fit_names_a_manifest_without_usable_utterances(tmp_path):
     (tmp_path / "other.jsonl").write_text(json.dumps({"id": "zz", "audio": "x", "text": "a"}) + "\n")
     with pytest.raises(ValueError, match="other.jsonl: no utterance"):
         fit_phonetic_encoder(feats, tmp_path / "other.jsonl", tmp_path / "pe", steps=1, **TINY)
-    assert not (tmp_path / "pe").exists()
+    assert not (tmp_path / "pe").exists() and not (tmp_path / "pe.tmp").exists()
 
 
 def test_dump_features_with_a_phonetic_encoder(tmp_path):
