@@ -140,7 +140,12 @@ class PhoneticEncoder(nn.Module):
         """Layer-``config.layer`` frames of 16 kHz waveforms: ``([B, T', dim], lengths [B])``, zero-padded."""
         fbank, lengths = self.frontend(wavs, wav_lengths)
         device = self.input_proj.weight.device
-        hidden, out_lengths = self.encode(fbank.to(device), lengths.to(device), layer=self.config.layer)
+        training = self.training
+        self.eval()  # the frozen-encoder interface: no dropout, whatever mode a caller left the module in
+        try:
+            hidden, out_lengths = self.encode(fbank.to(device), lengths.to(device), layer=self.config.layer)
+        finally:
+            self.train(training)
         return hidden.float().cpu(), out_lengths.cpu()
 
     # ------------------------------------------------------------------ the network

@@ -15,6 +15,7 @@ from most_speech.audio.store import FeatureReader, FeatureWriter
 from most_speech.training.augment import FrequencyScale
 
 TINY = dict(hidden_size=32, num_heads=2, ffn_size=64, num_layers=2, layer=1, dropout=0.0)
+DROPOUT = dict(TINY, dropout=0.3)
 
 
 def test_stack_normalized_matches_the_kmeans_transform():
@@ -31,7 +32,7 @@ def test_stack_normalized_matches_the_kmeans_transform():
 
 def test_encoder_interface_lengths_and_padding():
     torch.manual_seed(0)
-    enc = PhoneticEncoder(PhoneticEncoderConfig(vocab=list("ab "), **TINY)).eval()
+    enc = PhoneticEncoder(PhoneticEncoderConfig(vocab=list("ab "), **DROPOUT)).eval()
     wavs = torch.randn(2, 12000) * 0.1
     feats, lens = enc(wavs, torch.tensor([12000, 7000]))
     assert lens.tolist() == [enc.frames_for(12000), enc.frames_for(7000)]
@@ -39,6 +40,8 @@ def test_encoder_interface_lengths_and_padding():
     assert torch.all(feats[1, lens[1]:] == 0)
     alone, _ = enc(wavs[1:, :7000])  # padding does not change an utterance's frames
     assert torch.allclose(alone[0], feats[1, :lens[1]], atol=1e-4)
+    enc.train()  # forward is the frozen interface: no dropout even in training mode, and the mode is kept
+    assert torch.equal(enc(wavs, torch.tensor([12000, 7000]))[0], feats) and enc.training
 
 
 def test_save_load_roundtrip_and_errors(tmp_path):
