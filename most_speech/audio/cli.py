@@ -85,20 +85,15 @@ def _device(name: str) -> torch.device:
 
 
 def _build(args):
-    from most_speech.audio.frontends import build_encoder
+    from most_speech.audio.frontends import MODEL_DIR_ENCODERS, build_encoder
 
-    if args.encoder == "hubert":
+    if args.encoder in MODEL_DIR_ENCODERS:
         if not args.model_dir:
-            raise ValueError("--encoder hubert needs --model-dir (a converted HuBERT directory)")
-        enc = build_encoder("hubert", model_dir=args.model_dir, layer=args.layer, chunk_seconds=args.chunk_seconds)
+            raise ValueError(f"--encoder {args.encoder} needs --model-dir ({MODEL_DIR_ENCODERS[args.encoder]})")
+        extra = {"chunk_seconds": args.chunk_seconds} if args.encoder == "hubert" else {}
+        enc = build_encoder(args.encoder, model_dir=args.model_dir, layer=args.layer, **extra)
         name = args.encoder_name or Path(args.model_dir).name
         layer = enc.layer
-    elif args.encoder == "phonetic":
-        if not args.model_dir:
-            raise ValueError("--encoder phonetic needs --model-dir (most-train-phonetic-encoder output)")
-        enc = build_encoder("phonetic", model_dir=args.model_dir, layer=args.layer)
-        name = args.encoder_name or Path(args.model_dir).name
-        layer = enc.config.layer
     else:
         enc = build_encoder(args.encoder)
         name, layer = args.encoder_name or args.encoder, None
@@ -236,7 +231,9 @@ def dump_units_main(argv=None) -> int:
         else:
             if not args.manifest:
                 raise ValueError("give --manifest (with an encoder) or --feats")
-            if args.layer is None and args.encoder in ("hubert", "phonetic"):
+            from most_speech.audio.frontends import MODEL_DIR_ENCODERS
+
+            if args.layer is None and args.encoder in MODEL_DIR_ENCODERS:
                 args.layer = km.layer
             if args.layer is not None and km.layer is not None and args.layer != km.layer:
                 raise ValueError(f"--layer {args.layer} but k-means {km.km_tag} was learnt on layer {km.layer}")

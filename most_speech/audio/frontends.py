@@ -79,6 +79,10 @@ class KaldiFrontend(nn.Module):
         return nn.utils.rnn.pad_sequence(outs, batch_first=True), lengths
 
 
+# encoders loaded from a model directory, and what that directory is
+MODEL_DIR_ENCODERS = {"hubert": "a converted HuBERT directory", "phonetic": "most-train-phonetic-encoder output"}
+
+
 def build_encoder(kind: str, **kwargs) -> nn.Module:
     """Build a feature encoder by name: ``"hubert"``, ``"phonetic"``, ``"fbank"`` or ``"mfcc"``.
 
@@ -95,15 +99,13 @@ def build_encoder(kind: str, **kwargs) -> nn.Module:
     >>> build_encoder("mfcc", num_ceps=20).dim
     20
     """
+    if kind in MODEL_DIR_ENCODERS and kwargs.get("model_dir") is None:
+        raise ValueError(f"build_encoder({kind!r}) needs model_dir ({MODEL_DIR_ENCODERS[kind]})")
     if kind == "hubert":
-        if kwargs.get("model_dir") is None:
-            raise ValueError("build_encoder('hubert') needs model_dir (a converted HuBERT directory)")
         return HubertEncoder.from_pretrained(kwargs.pop("model_dir"), **kwargs)
     if kind == "phonetic":
         from most_speech.audio.phonetic import PhoneticEncoder
 
-        if kwargs.get("model_dir") is None:
-            raise ValueError("build_encoder('phonetic') needs model_dir (most-train-phonetic-encoder output)")
         return PhoneticEncoder.from_pretrained(kwargs["model_dir"], layer=kwargs.get("layer"))
     if kind in ("fbank", "mfcc"):
         return KaldiFrontend(kind, **kwargs)

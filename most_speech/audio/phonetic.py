@@ -130,6 +130,11 @@ class PhoneticEncoder(nn.Module):
     def dim(self) -> int:
         return self.config.hidden_size
 
+    @property
+    def layer(self) -> int:
+        """The hidden state :meth:`forward` returns (as ``HubertEncoder.layer``)."""
+        return self.config.layer
+
     def frames_for(self, num_samples):
         """Output frames for ``num_samples`` 16 kHz samples (int or LongTensor)."""
         n = self.frontend.frames_for(num_samples)
