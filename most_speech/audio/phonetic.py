@@ -38,8 +38,9 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 class PhoneticEncoderConfig:
     """Settings of :class:`PhoneticEncoder`.
 
-    ``vocab`` lists the CTC output symbols after the blank (index 0); ``layer`` is the hidden state the
-    encoder returns (0: the input projection, ``num_layers``: the last Transformer layer).
+    ``vocab`` lists the CTC output symbols after the blank (index 0): characters, or espeak-ng phonemes with
+    ``|`` between words when ``targets`` is ``"phonemes"`` (:mod:`most_speech.text.g2p`); ``layer`` is the
+    hidden state the encoder returns (0: the input projection, ``num_layers``: the last Transformer layer).
 
     Examples
     --------
@@ -58,6 +59,7 @@ class PhoneticEncoderConfig:
     conv_kernel: int = 5
     dropout: float = 0.1
     layer: int = 2
+    targets: str = "chars"
 
     @property
     def frame_rate(self) -> float:
@@ -174,18 +176,23 @@ class PhoneticEncoder(nn.Module):
         hidden, out_lengths = self.encode(fbank, lengths)
         return self.ctc_head(hidden).log_softmax(-1), out_lengths
 
-    def greedy_decode(self, fbank: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """Best-path CTC transcripts (repeats merged, blanks dropped)."""
+    def greedy_symbols(self, fbank: torch.Tensor, lengths: torch.Tensor) -> list[list[str]]:
+        """Best-path CTC symbol sequences (repeats merged, blanks dropped)."""
         log_probs, out_lengths = self.ctc_log_probs(fbank, lengths)
-        texts = []
+        out = []
         for best, n in zip(log_probs.argmax(-1).tolist(), out_lengths.tolist()):
-            prev, chars = 0, []
+            prev, symbols = 0, []
             for k in best[:n]:
                 if k != prev and k != 0:
-                    chars.append(self.config.vocab[k - 1])
+                    symbols.append(self.config.vocab[k - 1])
                 prev = k
-            texts.append("".join(chars).strip())
-        return texts
+            out.append(symbols)
+        return out
+
+    def greedy_decode(self, fbank: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Best-path CTC transcripts: characters joined, or phonemes separated by spaces."""
+        sep = " " if self.config.targets == "phonemes" else ""
+        return [sep.join(s).strip() for s in self.greedy_symbols(fbank, lengths)]
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, out_dir: str | os.PathLike) -> None:

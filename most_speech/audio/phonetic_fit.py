@@ -1,11 +1,12 @@
-"""Train a :class:`~most_speech.audio.phonetic.PhoneticEncoder` with character CTC (``most-train-phonetic-encoder``).
+"""Train a :class:`~most_speech.audio.phonetic.PhoneticEncoder` with CTC (``most-train-phonetic-encoder``).
 
 Input is what recipe stage 3 already wrote: 80-d filterbank frames in a feature store, keyed by utterance id,
-and the training manifest's transcripts. Training frames are augmented the way the encoder must generalise
+and the training manifest's transcripts, as characters or as espeak-ng phonemes (``--targets phonemes``,
+:mod:`most_speech.text.g2p`: English spelling is not what the frames should encode). Training frames are augmented the way the encoder must generalise
 (unseen voices): a random vocal-tract-length stretch of the mel axis
 (:class:`~most_speech.training.augment.FrequencyScale`) and SpecAugment time and frequency masks
-(SpeechBrain's ``SpectrogramDrop``). At the end the dev split's greedy CTC character and word error rates go
-to ``valid.json``; the directory (weights, config, logs) is written under a temporary name and renamed, so
+(SpeechBrain's ``SpectrogramDrop``). At the end the dev split's greedy CTC symbol (character or phoneme) and word error
+rates go to ``valid.json``; the directory (weights, config, logs) is written under a temporary name and renamed, so
 an interrupted run never leaves a half-written encoder behind.
 
     most-train-phonetic-encoder --feats dump/feats/fbank --train data/small.jsonl --valid data/dev.jsonl \\
@@ -29,19 +30,20 @@ from tqdm import tqdm
 from most_speech.audio.phonetic import PhoneticEncoder, PhoneticEncoderConfig
 from most_speech.data.fileio import atomic_write_json
 from most_speech.data.manifest import iter_manifest
+from most_speech.text.normalize import normalize_english
 
 logger = logging.getLogger(__name__)
 
 
 def normalize_transcript(text: str) -> str:
-    """Lower case, letters and apostrophes only, single spaces: the CTC target form.
+    """The CTC target form: the shared English normaliser (numbers spelled out), then letters and apostrophes.
 
     Examples
     --------
     >>> normalize_transcript("The Farmer's  dog, 3 times!")
-    "the farmer's dog times"
+    "the farmer's dog three times"
     """
-    return " ".join(re.sub(r"[^a-z' ]+", " ", text.lower()).split())
+    return " ".join(re.sub(r"[^a-z' ]+", " ", normalize_english(text)).split())
 
 
 def load_transcripts(manifest, feature_keys) -> dict[str, str]:
@@ -61,6 +63,33 @@ def load_transcripts(manifest, feature_keys) -> dict[str, str]:
     if not out:
         raise ValueError(f"{manifest}: no utterance with both a transcript and stored frames")
     return out
+
+
+def target_symbols(texts: dict[str, str], targets: str = "chars") -> dict[str, list[str]]:
+    """CTC target symbols of normalised transcripts: their characters, or espeak-ng phonemes (``|`` between words).
+
+    Utterances without a symbol (espeak-ng finds nothing to say) are left out.
+
+    Examples
+    --------
+    >>> target_symbols({"u1": "a cat"})
+    {'u1': ['a', ' ', 'c', 'a', 't']}
+    """
+    if targets == "chars":
+        return {k: list(t) for k, t in texts.items() if t}
+    if targets != "phonemes":
+        raise ValueError(f"targets must be 'chars' or 'phonemes', not {targets!r}")
+    from most_speech.text.g2p import espeak_phonemes
+
+    keys = list(texts)
+    return {k: p for k, p in zip(keys, espeak_phonemes([texts[k] for k in keys])) if p}
+
+
+def symbol_words(symbols: list[str], targets: str) -> list[str]:
+    """Words of a symbol sequence (spelled, or phonemes joined), for a word error rate."""
+    if targets == "chars":
+        return "".join(symbols).split()
+    return [w.strip() for w in " ".join(symbols).split("|") if w.strip()]
 
 
 def length_batches(lengths: dict[str, int], batch_frames: int, rng: random.Random) -> list[list[str]]:
@@ -98,23 +127,29 @@ def _pad(mats):
     return torch.nn.utils.rnn.pad_sequence(mats, batch_first=True), lengths
 
 
-def evaluate(model: PhoneticEncoder, feats: dict, texts: dict, batch_frames: int) -> dict:
-    """Greedy CTC character / word error rates (%) over ``texts``."""
+def evaluate(model: PhoneticEncoder, feats: dict, symbols: dict, batch_frames: int) -> dict:
+    """Greedy CTC symbol error rate (``cer`` or ``per``, %) and word error rate (``wer``) over ``symbols``."""
     model.eval()
+    targets = model.config.targets
     refs, hyps = [], []
-    lengths = {k: feats[k].shape[0] for k in texts}
+    lengths = {k: feats[k].shape[0] for k in symbols}
     with torch.no_grad():
         for batch in length_batches(lengths, batch_frames, random.Random(0)):
             fbank, lens = _pad([feats[k] for k in batch])
-            hyps += model.greedy_decode(fbank, lens)
-            refs += [texts[k] for k in batch]
-    hyps = [h if h else "<empty>" for h in hyps]
-    return {"utterances": len(refs), "cer": 100 * jiwer.cer(refs, hyps), "wer": 100 * jiwer.wer(refs, hyps)}
+            hyps += model.greedy_symbols(fbank, lens)
+            refs += [symbols[k] for k in batch]
+    # jiwer scores word lists; symbols (characters or phonemes) are its "words" for the symbol error rate
+    as_words = {"chars": lambda s: " ".join("_" if c == " " else c for c in s), "phonemes": " ".join}[targets]
+    ser = jiwer.wer([as_words(r) for r in refs], [as_words(h) or "<empty>" for h in hyps])
+    wer = jiwer.wer([" ".join(symbol_words(r, targets)) for r in refs],
+                    [" ".join(symbol_words(h, targets)) or "<empty>" for h in hyps])
+    return {"utterances": len(refs), "cer" if targets == "chars" else "per": 100 * ser, "wer": 100 * wer}
 
 
 def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None, *, steps: int = 1200,
                          batch_frames: int = 12000, learning_rate: float = 2e-3, warmup_steps: int = 100,
-                         freq_scale: float = 0.12, augment: bool = True, seed: int = 0, **config) -> dict:
+                         freq_scale: float = 0.12, augment: bool = True, seed: int = 0, targets: str = "chars",
+                         **config) -> dict:
     """Train a phonetic encoder on stored filterbank frames and write it to ``out_dir``.
 
     Parameters
@@ -131,13 +166,15 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
         VTLP stretch range ``1 +- freq_scale``.
     augment : bool
         Apply the VTLP stretch and SpecAugment masks to training batches.
+    targets : {"chars", "phonemes"}
+        CTC targets: the transcripts' characters, or their espeak-ng phonemes (needs ``espeak-ng``).
     **config
         :class:`~most_speech.audio.phonetic.PhoneticEncoderConfig` fields (``hidden_size``, ``layer`` ...).
 
     Returns
     -------
     dict
-        The summary also written to ``valid.json`` (dev CER / WER, steps, seconds).
+        The summary also written to ``valid.json`` (dev CER or PER, WER, steps, seconds).
 
     Examples
     --------
@@ -156,20 +193,22 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
     try:
         torch.manual_seed(seed)
         feats, train, valid = _load_data(feats_dir, train_manifest, valid_manifest)
-        vocab = sorted(set("".join(train.values())))
+        train, valid = target_symbols(train, targets), target_symbols(valid, targets)
+        vocab = sorted({s for symbols in train.values() for s in symbols})
         model = PhoneticEncoder(PhoneticEncoderConfig(vocab=vocab, num_mel_bins=_feature_dim(feats, feats_dir),
-                                                      **config))
+                                                      targets=targets, **config))
         logger.info("phonetic encoder: %d parameters, %d symbols, %d train / %d dev utterances",
                     sum(p.numel() for p in model.parameters()), len(vocab), len(train), len(valid))
         start = time.time()
         _train(model, feats, train, steps=steps, batch_frames=batch_frames, learning_rate=learning_rate,
                warmup_steps=warmup_steps, augmenter=build_augment(freq_scale) if augment else None,
                rng=random.Random(seed))
-        summary = {"steps": steps, "seconds": round(time.time() - start, 1), "train_utterances": len(train)}
+        summary = {"steps": steps, "targets": targets, "seconds": round(time.time() - start, 1),
+                   "train_utterances": len(train)}
         if valid:
-            summary["valid"] = evaluate(model, feats, valid, batch_frames)
-            logger.info("dev: CER %.2f %%, WER %.2f %% (greedy CTC, %d utterances)", summary["valid"]["cer"],
-                        summary["valid"]["wer"], summary["valid"]["utterances"])
+            summary["valid"] = scores = evaluate(model, feats, valid, batch_frames)
+            logger.info("dev: %s (greedy CTC, %d utterances)", ", ".join(
+                f"{k.upper()} {v:.2f} %" for k, v in scores.items() if k != "utterances"), scores["utterances"])
         model.eval().save_pretrained(tmp)
         atomic_write_json(tmp / "valid.json", summary)
     except BaseException:
@@ -202,11 +241,12 @@ def _feature_dim(feats: dict, feats_dir) -> int:
     return dims.pop()
 
 
-def _train(model, feats, texts, *, steps, batch_frames, learning_rate, warmup_steps, augmenter, rng) -> None:
+def _train(model, feats, symbols, *, steps, batch_frames, learning_rate, warmup_steps, augmenter, rng) -> None:
     """CTC training: AdamW, linear warmup then cosine decay to 5 %, gradient norm clipped at 1."""
     vocab = model.config.vocab
-    targets = {k: torch.tensor([vocab.index(c) + 1 for c in t]) for k, t in texts.items()}
-    lengths = {k: feats[k].shape[0] for k in texts}
+    index = {s: i + 1 for i, s in enumerate(vocab)}
+    targets = {k: torch.tensor([index[s] for s in t]) for k, t in symbols.items()}
+    lengths = {k: feats[k].shape[0] for k in targets}
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) * (
         0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))))
@@ -248,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-layers", type=int, default=3)
     p.add_argument("--frame-stack", type=int, default=4, help="fbank frames per output frame (4: 25 Hz)")
     p.add_argument("--layer", type=int, default=2, help="hidden state the encoder returns (0..num-layers)")
+    p.add_argument("--targets", choices=("chars", "phonemes"), default="chars",
+                   help="CTC targets: characters, or espeak-ng phonemes of the transcripts")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -258,6 +300,7 @@ def main(argv=None) -> int:
     summary = fit_phonetic_encoder(
         args.feats, args.train, args.out, args.valid, steps=args.steps, batch_frames=args.batch_frames,
         learning_rate=args.lr, freq_scale=args.freq_scale, augment=not args.no_augment, seed=args.seed,
+        targets=args.targets,
         hidden_size=args.hidden_size, num_layers=args.num_layers, frame_stack=args.frame_stack, layer=args.layer)
     print(summary)
     return 0

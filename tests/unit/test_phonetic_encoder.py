@@ -135,3 +135,23 @@ def test_frequency_scale_moves_a_spectral_peak():
         FrequencyScale(1.2, 1.1)
     with pytest.raises(ValueError, match="batch, time, channels"):
         FrequencyScale()(torch.zeros(3, 4))
+
+
+def test_fit_with_phoneme_targets(tmp_path, monkeypatch):
+    """Multi-character symbols with word boundaries: the path ``--targets phonemes`` takes (G2P stubbed)."""
+    import most_speech.text.g2p as g2p
+
+    names = {"a": "eI", "b": "b", "c": "s"}
+    monkeypatch.setattr(g2p, "espeak_phonemes", lambda texts: [
+        [p for i, w in enumerate(t.split()) for p in (["|"] if i else []) + [names[c] for c in w]] for t in texts])
+    feats = _toy_store(tmp_path)
+    summary = fit_phonetic_encoder(feats, tmp_path / "train.jsonl", tmp_path / "pe", tmp_path / "dev.jsonl",
+                                   steps=150, batch_frames=4000, learning_rate=3e-3, warmup_steps=10,
+                                   augment=False, frame_stack=2, targets="phonemes", **TINY)
+    assert summary["targets"] == "phonemes" and summary["valid"]["per"] < 20 and "cer" not in summary["valid"]
+    enc = PhoneticEncoder.from_pretrained(tmp_path / "pe")
+    assert enc.config.vocab == ["b", "eI", "s", "|"] and enc.config.targets == "phonemes"
+    frames = torch.as_tensor(FeatureReader(feats)["u0"])[None]   # "ab ba"
+    assert enc.greedy_decode(frames, torch.tensor([frames.shape[1]])) == ["eI b | b eI"]
+    with pytest.raises(ValueError, match="targets must be"):
+        fit_phonetic_encoder(feats, tmp_path / "train.jsonl", tmp_path / "pe2", targets="words", steps=1, **TINY)

@@ -1,0 +1,29 @@
+"""espeak-ng grapheme-to-phoneme conversion (phoneme CTC targets)."""
+import shutil
+
+import pytest
+
+from most_speech.text.g2p import espeak_phonemes, parse_espeak_phonemes
+
+
+def test_parse_drops_stress_and_bare_marks_and_keeps_word_boundaries():
+    assert parse_espeak_phonemes("D_@2 n_'O@_T  b_r_,E_k_f_@_s_t_:_: l_i_!") == [
+        "D", "@2", "|", "n", "O@", "T", "|", "b", "r", "E", "k", "f", "@", "s", "t", "|", "l", "i"]
+    assert parse_espeak_phonemes("   ") == []
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_espeak_phonemes_one_sequence_per_text_in_order():
+    texts = ["the dog", "hello world", "no"] * 20
+    out = espeak_phonemes(texts)
+    assert len(out) == len(texts)
+    assert out[:3] == [["D", "@2", "|", "d", "0", "g"], ["h", "@", "l", "oU", "|", "w", "3:", "l", "d"],
+                       ["n", "oU"]]
+    assert out[3:6] == out[:3]
+
+
+def test_espeak_phonemes_errors():
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        espeak_phonemes(["a", " "])
+    with pytest.raises(FileNotFoundError, match="not-espeak is not installed"):
+        espeak_phonemes(["a"], executable="not-espeak")
