@@ -37,20 +37,18 @@ dump_features() {  # dump_features OUT ENCODER_OPTS...: every split's frames, by
 
 if run_stage 3 "encoder features ($encoder)"; then
   if ! is_done "$feats"; then
-    case $encoder in
-      hubert) dump_features "$feats" --encoder hubert --model-dir "$hubert_dir" --layer "$hubert_layer" ;;
-      phonetic)  # HuBERT's stand-in: a CTC encoder trained here on the training split's filterbanks
-        is_done "$dumpdir/feats/fbank" || { dump_features "$dumpdir/feats/fbank" --encoder fbank
-                                            mark_done "$dumpdir/feats/fbank"; }
-        if [ ! -f "$phonetic_dir/model.safetensors" ]; then
-          # shellcheck disable=SC2086
-          run_logged "$expdir/phonetic_encoder.log" most-train-phonetic-encoder --feats "$dumpdir/feats/fbank" \
-            --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" --out "$phonetic_dir" \
-            ${phonetic_args:-}
-        fi
-        dump_features "$feats" --encoder phonetic --model-dir "$phonetic_dir" ;;
-      *) dump_features "$feats" --encoder "$encoder" ;;
-    esac
+    if [ "$encoder" = phonetic ]; then  # HuBERT's stand-in: a CTC encoder trained here on the training filterbanks
+      is_done "$dumpdir/feats/fbank" || { dump_features "$dumpdir/feats/fbank" --encoder fbank
+                                          mark_done "$dumpdir/feats/fbank"; }
+      if [ ! -f "$phonetic_dir/model.safetensors" ]; then
+        # shellcheck disable=SC2086
+        run_logged "$expdir/phonetic_encoder.log" most-train-phonetic-encoder --feats "$dumpdir/feats/fbank" \
+          --train "$datadir/$train_split.jsonl" --valid "$datadir/$dev_split.jsonl" --out "$phonetic_dir" \
+          ${phonetic_args:-}
+      fi
+    fi
+    encoder_options dump
+    dump_features "$feats" "${enc_opts[@]}"
     mark_done "$feats"
   fi
   finish 3 "encoder features"
@@ -117,9 +115,7 @@ if run_stage 8 "train ($hparams)"; then
 fi
 
 if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
-  enc_opts=(--encoder "$encoder")
-  [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
-  [ "$encoder" = phonetic ] && enc_opts+=(--encoder-dir "$phonetic_dir")
+  encoder_options export
   most-export "$exp/train/model" "$export" --speech-input "$speech_input" --template "$export_template" \
     "${enc_opts[@]}" --kmeans "$km" \
     --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite

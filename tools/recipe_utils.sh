@@ -101,3 +101,16 @@ run_logged() {
 true_value() {
   case "$1" in true|yes|1|True) return 0 ;; *) return 1 ;; esac
 }
+
+# encoder_options [dump|export]: set the array enc_opts to $encoder's options for most-dump-features (dump:
+# --model-dir / --layer) or most-export (export: --encoder-dir / --encoder-layer), from $hubert_dir,
+# $hubert_layer and $phonetic_dir
+encoder_options() {
+  local dir=--model-dir layer=--layer
+  [ "${1:-dump}" = export ] && { dir=--encoder-dir; layer=--encoder-layer; }
+  enc_opts=(--encoder "$encoder")
+  case $encoder in
+    hubert) enc_opts+=("$dir" "$hubert_dir" "$layer" "$hubert_layer") ;;
+    phonetic) enc_opts+=("$dir" "$phonetic_dir") ;;
+  esac
+}

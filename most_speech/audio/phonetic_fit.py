@@ -36,14 +36,17 @@ logger = logging.getLogger(__name__)
 
 
 def normalize_transcript(text: str) -> str:
-    """The CTC target form: the shared English normaliser (numbers spelled out), then letters and apostrophes.
+    """The CTC target form: the shared English normaliser (numbers spelled out), then letters (of any script)
+    and apostrophes.
 
     Examples
     --------
     >>> normalize_transcript("The Farmer's  dog, 3 times!")
     "the farmer's dog three times"
+    >>> normalize_transcript("L'été à Köln")
+    "l'été à köln"
     """
-    return " ".join(re.sub(r"[^a-z' ]+", " ", normalize_english(text)).split())
+    return " ".join(re.sub(r"[^\w']+|[\d_]+", " ", normalize_english(text)).split())
 
 
 def load_transcripts(manifest, feature_keys) -> dict[str, str]:
@@ -65,8 +68,9 @@ def load_transcripts(manifest, feature_keys) -> dict[str, str]:
     return out
 
 
-def target_symbols(texts: dict[str, str], targets: str = "chars") -> dict[str, list[str]]:
-    """CTC target symbols of normalised transcripts: their characters, or espeak-ng phonemes (``|`` between words).
+def target_symbols(texts: dict[str, str], targets: str = "chars", voice: str = "en-us") -> dict[str, list[str]]:
+    """CTC target symbols of normalised transcripts: their characters, or the phonemes of espeak-ng ``voice``
+    (``|`` between words).
 
     Utterances without a symbol (espeak-ng finds nothing to say) are left out.
 
@@ -82,7 +86,7 @@ def target_symbols(texts: dict[str, str], targets: str = "chars") -> dict[str, l
     from most_speech.text.g2p import espeak_phonemes
 
     keys = list(texts)
-    return {k: p for k, p in zip(keys, espeak_phonemes([texts[k] for k in keys])) if p}
+    return {k: p for k, p in zip(keys, espeak_phonemes([texts[k] for k in keys], voice=voice)) if p}
 
 
 def symbol_words(symbols: list[str], targets: str) -> list[str]:
@@ -149,7 +153,7 @@ def evaluate(model: PhoneticEncoder, feats: dict, symbols: dict, batch_frames: i
 def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None, *, steps: int = 1200,
                          batch_frames: int = 12000, learning_rate: float = 2e-3, warmup_steps: int = 100,
                          freq_scale: float = 0.12, augment: bool = True, seed: int = 0, targets: str = "chars",
-                         **config) -> dict:
+                         espeak_voice: str = "en-us", **config) -> dict:
     """Train a phonetic encoder on stored filterbank frames and write it to ``out_dir``.
 
     Parameters
@@ -168,6 +172,8 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
         Apply the VTLP stretch and SpecAugment masks to training batches.
     targets : {"chars", "phonemes"}
         CTC targets: the transcripts' characters, or their espeak-ng phonemes (needs ``espeak-ng``).
+    espeak_voice : str
+        espeak-ng voice whose pronunciation rules give the phonemes (the corpus's language: ``en-us``, ``de``...).
     **config
         :class:`~most_speech.audio.phonetic.PhoneticEncoderConfig` fields (``hidden_size``, ``layer`` ...).
 
@@ -193,7 +199,7 @@ def fit_phonetic_encoder(feats_dir, train_manifest, out_dir, valid_manifest=None
     try:
         torch.manual_seed(seed)
         feats, train, valid = _load_data(feats_dir, train_manifest, valid_manifest)
-        train, valid = target_symbols(train, targets), target_symbols(valid, targets)
+        train, valid = (target_symbols(texts, targets, espeak_voice) for texts in (train, valid))
         vocab = sorted({s for symbols in train.values() for s in symbols})
         model = PhoneticEncoder(PhoneticEncoderConfig(vocab=vocab, num_mel_bins=_feature_dim(feats, feats_dir),
                                                       targets=targets, **config))
@@ -290,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, default=2, help="hidden state the encoder returns (0..num-layers)")
     p.add_argument("--targets", choices=("chars", "phonemes"), default="chars",
                    help="CTC targets: characters, or espeak-ng phonemes of the transcripts")
+    p.add_argument("--espeak-voice", default="en-us",
+                   help="espeak-ng voice (language) of the phoneme targets: en-us, en, de, fr ...")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -300,7 +308,7 @@ def main(argv=None) -> int:
     summary = fit_phonetic_encoder(
         args.feats, args.train, args.out, args.valid, steps=args.steps, batch_frames=args.batch_frames,
         learning_rate=args.lr, freq_scale=args.freq_scale, augment=not args.no_augment, seed=args.seed,
-        targets=args.targets,
+        targets=args.targets, espeak_voice=args.espeak_voice,
         hidden_size=args.hidden_size, num_layers=args.num_layers, frame_stack=args.frame_stack, layer=args.layer)
     print(summary)
     return 0

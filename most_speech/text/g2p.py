@@ -66,7 +66,7 @@ def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "e
     proc = subprocess.run([executable, "-q", "-x", "--sep=_", "-v", voice], input="\n".join(lines) + "\n",
                           capture_output=True, text=True, check=False)
     if proc.returncode:
-        raise RuntimeError(f"{executable} -v {voice} failed: {proc.stderr.strip()[:300]}")
+        raise RuntimeError(f"{executable} -v {voice} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
     out = [line for line in proc.stdout.splitlines() if line.strip()]
     if len(out) != len(lines):
         # espeak-ng splits a line at clause punctuation on rare inputs: fall back to one process per text

@@ -94,9 +94,7 @@ if run_stage 3 "encoder features ($encoder)"; then
     # one store for the spoken instructions and the stage-1 ASR replay (features are looked up by id)
     cat "$datadir/tasks/speech_instruction_train.jsonl" "$datadir/tasks/speech_instruction_dev.jsonl" \
       "$stage1_recipe/data/tasks/asr_train.jsonl" > "$datadir/feature_manifest.jsonl"
-    enc_opts=(--encoder "$encoder")
-    [ "$encoder" = hubert ] && enc_opts+=(--model-dir "$hubert_dir" --layer "$hubert_layer")
-    [ "$encoder" = phonetic ] && enc_opts+=(--model-dir "$phonetic_dir")
+    encoder_options dump
     most-dump-features --manifest "$datadir/feature_manifest.jsonl" \
       ${stage1_data_root:+--data-root "$stage1_data_root"} \
       "${enc_opts[@]}" --device "${device%%:*}" --out "$feats"
@@ -124,9 +122,7 @@ fi
 
 if run_stage 6 "spoken QA"; then
   [ -n "$questions" ] || die "give --questions (WebQuestions-format JSON) for spoken QA"
-  enc_opts=(--encoder "$encoder")
-  [ "$encoder" = hubert ] && enc_opts+=(--encoder-dir "$hubert_dir" --encoder-layer "$hubert_layer")
-  [ "$encoder" = phonetic ] && enc_opts+=(--encoder-dir "$phonetic_dir")
+  encoder_options export
   voc_opts=()
   [ -d "$stage1_recipe/exp/vocoder/vocoder" ] && voc_opts=(--vocoder "$stage1_recipe/exp/vocoder/vocoder" \
     --kmeans "$stage1_recipe/exp/kmeans/kmeans.safetensors")

@@ -20,6 +20,8 @@ def test_espeak_phonemes_one_sequence_per_text_in_order():
     assert out[:3] == [["D", "@2", "|", "d", "0", "g"], ["h", "@", "l", "oU", "|", "w", "3:", "l", "d"],
                        ["n", "oU"]]
     assert out[3:6] == out[:3]
+    with pytest.raises(RuntimeError, match="-v nosuchvoice failed: .*voice does not exist"):
+        espeak_phonemes(["hello"], voice="nosuchvoice")
 
 
 def test_espeak_phonemes_errors():

@@ -142,7 +142,7 @@ def test_fit_with_phoneme_targets(tmp_path, monkeypatch):
     import most_speech.text.g2p as g2p
 
     names = {"a": "eI", "b": "b", "c": "s"}
-    monkeypatch.setattr(g2p, "espeak_phonemes", lambda texts: [
+    monkeypatch.setattr(g2p, "espeak_phonemes", lambda texts, voice: [
         [p for i, w in enumerate(t.split()) for p in (["|"] if i else []) + [names[c] for c in w]] for t in texts])
     feats = _toy_store(tmp_path)
     summary = fit_phonetic_encoder(feats, tmp_path / "train.jsonl", tmp_path / "pe", tmp_path / "dev.jsonl",
