@@ -41,7 +41,7 @@ encoder=phonetic          # hubert (with --hubert_dir) for the real thing; phone
 hubert_dir=
 hubert_layer=11
 phonetic_dir=             # encoder=phonetic: its directory (default $expdir/phonetic_encoder)
-phonetic_args="--steps 500"   # most-train-phonetic-encoder options
+phonetic_args="--steps 800 --targets phonemes --layer 3"   # most-train-phonetic-encoder options
 nclusters=256
 km_max_frames=1000000
 km_n_init=5               # k-means++ restarts (fairseq's HuBERT recipe: 20)

@@ -2,15 +2,15 @@
 
 Input is what recipe stage 3 already wrote: 80-d filterbank frames in a feature store, keyed by utterance id,
 and the training manifest's transcripts, as characters or as espeak-ng phonemes (``--targets phonemes``,
-:mod:`most_speech.text.g2p`: English spelling is not what the frames should encode). Training frames are augmented the way the encoder must generalise
-(unseen voices): a random vocal-tract-length stretch of the mel axis
-(:class:`~most_speech.training.augment.FrequencyScale`) and SpecAugment time and frequency masks
-(SpeechBrain's ``SpectrogramDrop``). At the end the dev split's greedy CTC symbol (character or phoneme) and word error
-rates go to ``valid.json``; the directory (weights, config, logs) is written under a temporary name and renamed, so
-an interrupted run never leaves a half-written encoder behind.
+:mod:`most_speech.text.g2p`: English spelling is not what the frames should encode). Training frames are
+augmented the way the encoder must generalise (unseen voices): a random vocal-tract-length stretch of the mel
+axis (:class:`~most_speech.training.augment.FrequencyScale`) and SpecAugment time and frequency masks
+(SpeechBrain's ``SpectrogramDrop``). At the end the dev split's greedy CTC symbol (character or phoneme) and
+word error rates go to ``valid.json``; the directory (weights, config, logs) is written under a temporary name
+and renamed, so an interrupted run never leaves a half-written encoder behind.
 
     most-train-phonetic-encoder --feats dump/feats/fbank --train data/small.jsonl --valid data/dev.jsonl \\
-        --out exp/phonetic_encoder --steps 1200
+        --out exp/phonetic_encoder --steps 800 --targets phonemes
 """
 from __future__ import annotations
 

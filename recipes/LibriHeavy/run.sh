@@ -84,8 +84,8 @@ if true_value "$mini"; then
   # model's input and, through k-means, its units. These are its defaults; options given on the command
   # line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
-  encoder=phonetic; phonetic_args="--steps 500"; frame_stack=2; text_form=normalized
-  nclusters=256; km_n_init=5; unit_rate=25   # 25 Hz units of the phonetic encoder's layer 2
+  encoder=phonetic; phonetic_args="--steps 800 --targets phonemes --layer 3"; frame_stack=2; text_form=normalized
+  nclusters=256; km_n_init=5; unit_rate=25   # 25 Hz units of the phonetic encoder's layer 3
   asr_beam_size=4; asr_ctc_weight=0.7   # joint CTC/attention decoding (weight chosen on the dev split)
   tts_temperature=0.3                   # chosen on the dev split (40 sentences: 0.8 / 0.5 / 0.3 / greedy)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400

@@ -23,7 +23,7 @@ def _run(tmp: Path, *extra: str, stage: int = 0):
             "--mini_num_train", "24", "--mini_num_dev", "4", "--mini_num_test", "4", "--nj", "1",
             "--nclusters", "16", "--vocab_size", "80", "--mini_lm_sentences", "40", "--tts_limit", "2",
             "--slm_num_words", "4", "--judge", "pocketsphinx", "--vocoder_args", "--number_of_steps=5",
-            "--phonetic_args", "--steps 3 --batch-frames 3000",
+            "--phonetic_args", "--steps 3 --batch-frames 3000 --targets phonemes --layer 3",
             "--train_args", "--number_of_epochs=1 --steps_per_epoch=3 --warmup_steps=1 --log_interval=1 "
                             "--ckpt_interval_steps=0 --noprogressbar", *extra]
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
