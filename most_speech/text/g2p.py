@@ -63,18 +63,17 @@ def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "e
             raise ValueError(f"text {i} is empty; espeak-ng would skip it and shift every later line")
     if shutil.which(executable) is None:
         raise FileNotFoundError(f"{executable} is not installed; phoneme targets need it (apt install espeak-ng)")
-    proc = subprocess.run([executable, "-q", "-x", "--sep=_", "-v", voice], input="\n".join(lines) + "\n",
-                          capture_output=True, text=True, check=False)
-    if proc.returncode:
-        raise RuntimeError(f"{executable} -v {voice} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
-    out = [line for line in proc.stdout.splitlines() if line.strip()]
+    out = [line for line in _run_espeak("\n".join(lines), voice, executable).splitlines() if line.strip()]
     if len(out) != len(lines):
         # espeak-ng splits a line at clause punctuation on rare inputs: fall back to one process per text
-        return [parse_espeak_phonemes(" ".join(_espeak_one(t, voice, executable))) for t in lines]
+        out = [" ".join(_run_espeak(line, voice, executable).split()) for line in lines]
     return [parse_espeak_phonemes(line) for line in out]
 
 
-def _espeak_one(text: str, voice: str, executable: str) -> list[str]:
+def _run_espeak(text: str, voice: str, executable: str) -> str:
+    """``espeak-ng -x`` phoneme output (``_`` between phonemes) of ``text``, one line per input line."""
     proc = subprocess.run([executable, "-q", "-x", "--sep=_", "-v", voice], input=text + "\n",
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.split()
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"{executable} -v {voice} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+    return proc.stdout

@@ -29,3 +29,10 @@ def test_espeak_phonemes_errors():
         espeak_phonemes(["a", " "])
     with pytest.raises(FileNotFoundError, match="not-espeak is not installed"):
         espeak_phonemes(["a"], executable="not-espeak")
+
+
+def test_espeak_phonemes_falls_back_to_one_process_per_text_when_lines_split(tmp_path):
+    fake = tmp_path / "fake-espeak"  # echoes its input with every word on its own line
+    fake.write_text("#!/bin/sh\nwhile read -r line; do for w in $line; do echo \"$w\"; done; done\n")
+    fake.chmod(0o755)
+    assert espeak_phonemes(["h_'a w_o", "n_o"], executable=str(fake)) == [["h", "a", "|", "w", "o"], ["n", "o"]]
