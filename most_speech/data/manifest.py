@@ -22,7 +22,8 @@ Fields
     Speech units of the utterance and the tag of the k-means model that made them. Units live in a
     separate store keyed by ``id``; :func:`attach_units` copies them in by id, never by line order.
 
-Any other field is kept untouched. A line must carry at least one of ``audio``, ``text`` or ``messages``.
+Any other field is kept untouched. A line must carry at least one of ``audio``, ``text``, ``messages`` or
+``units`` (a speech-LM entry is units alone).
 """
 from __future__ import annotations
 
@@ -117,8 +118,8 @@ def validate_entry(entry, source: Optional[str] = None, line: Optional[int] = No
     for key in required:
         if key not in entry:
             raise ManifestError(f"{where}: missing required field {key!r}")
-    if not any(k in entry for k in ("audio", "text", "messages")):
-        raise ManifestError(f"{where}: needs at least one of 'audio', 'text' or 'messages'")
+    if not any(k in entry for k in ("audio", "text", "messages", "units")):
+        raise ManifestError(f"{where}: needs at least one of 'audio', 'text', 'messages' or 'units'")
     for key in ("audio", "text", "spk_id", "lang", "km_tag"):
         if key in entry and not isinstance(entry[key], str):
             raise ManifestError(f"{where}: field {key!r} must be a string, got {entry[key]!r}")

@@ -10,6 +10,9 @@ Tasks (:data:`TASKS`)
 ``tts``                  text -> units (instruction "Convert the following text into speech."); the target
                          units are run-length deduplicated by default
 ``text_lm``              plain text, all labelled
+``speech_lm``            speech units alone (``boa, units, eoa``), all labelled: a speech continuation LM, as
+                         GSLM / TWIST / SpiritLM train; the one task that teaches ``p(units)`` without text,
+                         which spoken-LM pair tests (sWUGGY-style) measure
 ``speech_instruction``   speech question -> text answer (``output="text"``), unit answer (``"units"``) or
                          both (``"text_units"``)
 ``text_instruction``     dialogue ``messages`` (system / user / assistant); only assistant turns (each ending
@@ -211,7 +214,7 @@ class TaskTemplates:
         self.layout: TokenLayout = tokenizer.layout
         self.config = config or TemplateConfig()
         self._builders: Dict[str, Callable[[dict], Example]] = {
-            "asr": self.asr, "tts": self.tts, "text_lm": self.text_lm,
+            "asr": self.asr, "tts": self.tts, "text_lm": self.text_lm, "speech_lm": self.speech_lm,
             "speech_instruction": self.speech_instruction, "text_instruction": self.text_instruction}
 
     # ------------------------------------------------------------------ pieces
@@ -275,6 +278,14 @@ class TaskTemplates:
         """Plain text; every token but BOS is labelled."""
         response = [] if prompt_only else self._encode(self._text(entry, "text"))
         return self._example(entry, "text_lm", [self.layout.bos_id], response, (), prompt_only)
+
+    def speech_lm(self, entry: dict, prompt_only: bool = False) -> Example:
+        """``boa, units, eoa`` of ``entry["units"]`` (deduplicated as TTS targets); all but BOS labelled.
+
+        The labelled span is what :mod:`most_speech.scoring.slm` scores for a spoken-LM pair.
+        """
+        response = [] if prompt_only else self._units(entry, "units", self.config.dedup_target_units)
+        return self._example(entry, "speech_lm", [self.layout.bos_id], response, (), prompt_only)
 
     def speech_instruction(self, entry: dict, output: Optional[str] = None, prompt_only: bool = False
                            ) -> Example:
@@ -354,4 +365,4 @@ class TaskTemplates:
         return lambda entry: self.build(task, entry)
 
 
-TASKS = ("asr", "tts", "text_lm", "speech_instruction", "text_instruction")
+TASKS = ("asr", "tts", "text_lm", "speech_lm", "speech_instruction", "text_instruction")

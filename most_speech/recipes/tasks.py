@@ -3,7 +3,7 @@
 ``python -m most_speech.recipes.tasks --train data/train.jsonl --valid data/dev.jsonl --units dump/units/all.jsonl
 --tokenizer-dir data/tokenizer --out data/tasks [--feats dump/feats/all --frame-stack 4] [--lm-text lm.txt]``
 
-Writes ``<out>/{asr,tts,text_lm}_train.jsonl`` from the training manifest and ``<out>/{asr,tts,text_lm}_dev.jsonl``
+Writes ``<out>/{asr,tts,text_lm,speech_lm}_train.jsonl`` from the training manifest and ``<out>/{...}_dev.jsonl``
 from the validation manifest (the names ``hparams/stage1*.yaml`` read under ``<data_folder>/tasks/``), the shapes the trainer's ``tasks`` / ``valid_tasks`` expect
 (:mod:`most_speech.data.templates`):
 
@@ -11,7 +11,8 @@ from the validation manifest (the names ``hparams/stage1*.yaml`` read under ``<d
   ``num_frames`` (LM positions after the projector's frame stacking) when a feature store is given, and the
   utterance's ``units`` (for discrete-input configs);
 * ``tts``: ``id``, ``text``, ``units``, ``km_tag``;
-* ``text_lm``: ``id``, ``text`` from the transcripts plus, optionally, one sentence a line of ``--lm-text``.
+* ``text_lm``: ``id``, ``text`` from the transcripts plus, optionally, one sentence a line of ``--lm-text``;
+* ``speech_lm``: ``id``, ``units``, ``km_tag`` (speech continuation; a yaml uses it only if it lists it).
 
 A tokenizer directory that already holds a tokenizer (e.g. a converted DeepSeek-V2 checkpoint) is used as
 it is; otherwise a SentencePiece model is trained on the training text and saved with its token layout
@@ -93,7 +94,7 @@ def _frames(reader, uid: str, frame_stack: int) -> int:
 
 def task_entries(entries: Sequence[dict], units, feats=None, frame_stack: int = 1,
                  extra_text: Sequence[str] = (), prefix: str = "") -> Dict[str, List[dict]]:
-    """The ``asr`` / ``tts`` / ``text_lm`` entries of one split.
+    """The ``asr`` / ``tts`` / ``text_lm`` / ``speech_lm`` entries of one split.
 
     Parameters
     ----------
@@ -114,8 +115,8 @@ def task_entries(entries: Sequence[dict], units, feats=None, frame_stack: int = 
     --------
     >>> class U(dict): km_tag = "fbank_km4"
     >>> out = task_entries([{"id": "a", "text": "hi", "audio": "a.wav"}], U(a=[1, 1, 2]), extra_text=["yo"])
-    >>> out["tts"][0]["units"], [e["text"] for e in out["text_lm"]]
-    ([1, 1, 2], ['hi', 'yo'])
+    >>> out["tts"][0]["units"], [e["text"] for e in out["text_lm"]], out["speech_lm"][0]
+    ([1, 1, 2], ['hi', 'yo'], {'id': 'a', 'units': [1, 1, 2], 'km_tag': 'fbank_km4'})
     """
     with_units = attach_units(entries, units, missing="drop")
     if feats is not None:
@@ -127,7 +128,8 @@ def task_entries(entries: Sequence[dict], units, feats=None, frame_stack: int = 
     tts = [{"id": e["id"], "text": e["text"], "units": e["units"], "km_tag": e["km_tag"]} for e in with_units]
     text_lm = [{"id": e["id"], "text": e["text"]} for e in with_units]
     text_lm += [{"id": f"{prefix}lm{i:07d}", "text": t} for i, t in enumerate(extra_text)]
-    return {"asr": asr, "tts": tts, "text_lm": text_lm}
+    speech_lm = [{"id": e["id"], "units": e["units"], "km_tag": e["km_tag"]} for e in with_units]
+    return {"asr": asr, "tts": tts, "text_lm": text_lm, "speech_lm": speech_lm}
 
 
 def _read_lines(path) -> List[str]:
@@ -138,7 +140,7 @@ def _read_lines(path) -> List[str]:
 def write_task_manifests(out_dir, train_manifest, units_path, tokenizer_dir, valid_manifest=None,
                          feats_dir=None, frame_stack: int = 1, lm_text=None, vocab_size: int = 500,
                          num_units: Optional[int] = None) -> Dict[str, Path]:
-    """Stage 6 as a function: tokenizer, then ``<out_dir>/{asr,tts,text_lm}_{train,dev}.jsonl`` and ``stats.json``.
+    """Stage 6 as a function: tokenizer, then ``<out_dir>/<task>_{train,dev}.jsonl`` and ``stats.json``.
 
     Returns
     -------

@@ -3,7 +3,8 @@
 A pair holds a *good* and a *bad* item (word vs pseudoword, grammatical vs ungrammatical sentence, true vs false
 story ending), each a sequence of unit or token ids. The model is right when it gives the good item the higher
 log-probability; a tie counts one half (the ZeroSpeech 2021 convention). Accuracy comes with a 95% Wilson score
-interval.
+interval and with the accuracy of the *length baseline* (the shorter item wins): a summed log-probability
+favours shorter sequences, so a model has learned something about the pairs only where it beats that baseline.
 
 Scoring is pluggable: ``score_fn(list_of_id_sequences) -> list[float]`` log-probabilities. For pairs with a
 shared ``prompt`` (a story context), the sequences are ``prompt + item`` and ``score_fn`` is called with a
@@ -47,7 +48,11 @@ class LikelihoodPair:
 
 @dataclass
 class PairResult:
-    """Accuracy over pairs with its 95% Wilson interval, per pair type and per group."""
+    """Accuracy over pairs with its 95% Wilson interval, per pair type and per group.
+
+    ``length_baseline`` is the accuracy of preferring the shorter item (ties 1/2), a fraction like
+    :attr:`accuracy`.
+    """
 
     n: int
     score: float
@@ -55,6 +60,7 @@ class PairResult:
     per_type: Dict[str, Dict[str, float]]
     per_group: Dict[str, Dict[str, float]]
     pair_scores: Dict[str, Tuple[float, float]]
+    length_baseline: float = float("nan")
 
     @property
     def accuracy(self) -> float:
@@ -62,7 +68,8 @@ class PairResult:
 
     def summary(self) -> Dict[str, object]:
         return {"n_pairs": self.n, "accuracy": round(100 * self.accuracy, 2),
-                "ci95": [round(100 * x, 2) for x in self.ci], "per_type": self.per_type,
+                "ci95": [round(100 * x, 2) for x in self.ci],
+                "length_baseline": round(100 * self.length_baseline, 2), "per_type": self.per_type,
                 "per_group": self.per_group}
 
 
@@ -196,15 +203,19 @@ def _finish(table) -> Dict[str, Dict[str, float]]:
     return out
 
 
+def _point(good: float, bad: float) -> float:
+    return 1.0 if good > bad else 0.5 if good == bad else 0.0
+
+
 def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairResult:
     """Score every pair with ``score_fn`` and report accuracy (ties count 1/2) with a 95% Wilson interval.
 
     Examples
     --------
-    >>> pairs = [LikelihoodPair("p1", [1, 1], [1, 2]), LikelihoodPair("p2", [2], [1])]
+    >>> pairs = [LikelihoodPair("p1", [1, 1], [1, 2]), LikelihoodPair("p2", [3], [1, 1])]
     >>> res = evaluate_pairs(pairs, lambda seqs: [-float(sum(s)) for s in seqs])
-    >>> res.accuracy
-    0.5
+    >>> res.accuracy, res.length_baseline
+    (0.5, 0.75)
     """
     if not pairs:
         raise ValueError("no likelihood pairs to evaluate")
@@ -220,14 +231,15 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
     total, pair_scores = 0.0, {}
     for i, p in enumerate(pairs):
         good, bad = float(scores[i]), float(scores[i + len(pairs)])
-        point = 1.0 if good > bad else 0.5 if good == bad else 0.0
+        point = _point(good, bad)
         total += point
         pair_scores[p.id] = (good, bad)
         _accumulate(by_type, p.type, point)
         if p.group:
             _accumulate(by_group, p.group, point)
+    shorter = sum(_point(-len(p.good), -len(p.bad)) for p in pairs) / len(pairs)
     return PairResult(len(pairs), total, wilson_interval(total, len(pairs)), _finish(by_type),
-                      _finish(by_group), pair_scores)
+                      _finish(by_group), pair_scores, shorter)
 
 
 def read_pairs(path: PathLike) -> List[LikelihoodPair]:

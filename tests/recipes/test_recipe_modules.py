@@ -46,7 +46,8 @@ def test_task_manifests_join_units_and_frames_by_id(prepared, tmp_path):
     paths = tasks.write_task_manifests(tmp_path / "tasks", prepared / "train.jsonl", prepared / "units.jsonl",
                                        tmp_path / "tok", prepared / "dev.jsonl", prepared / "feats",
                                        frame_stack=4, lm_text=lm, vocab_size=30, num_units=16)
-    assert sorted(paths) == sorted(f"{t}_{s}" for t in ("asr", "tts", "text_lm") for s in ("train", "dev"))
+    assert sorted(paths) == sorted(f"{t}_{s}" for t in ("asr", "tts", "text_lm", "speech_lm")
+                                for s in ("train", "dev"))
     asr = _read(paths["asr_train"])
     units = {r["id"]: r["units"] for r in _read(prepared / "units.jsonl")}
     assert [r["id"] for r in asr] == [f"train-{i}" for i in range(1, 12)]  # train-0 has no features
@@ -54,6 +55,7 @@ def test_task_manifests_join_units_and_frames_by_id(prepared, tmp_path):
                for r in asr)  # ceil(37 / 4)
     tts = _read(paths["tts_train"])
     assert set(tts[0]) == {"id", "text", "units", "km_tag"}
+    assert _read(paths["speech_lm_train"]) == [{k: r[k] for k in ("id", "units", "km_tag")} for r in tts]
     assert [r["text"] for r in _read(paths["text_lm_train"])][-2:] == ["a cat near the house", "the dog sees a cat"]
     assert len(_read(paths["asr_dev"])) == 3
     stats = json.loads((tmp_path / "tasks" / "stats.json").read_text())
@@ -155,7 +157,7 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     (exp / "decode" / "asr_test" / "decoding.json").write_text(json.dumps({"beam_size": 4, "ctc_weight": 0.3}))
     (exp / "score" / "slm_swuggy").mkdir(parents=True)
     (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
-        {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2]}))
+        {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2], "length_baseline": 55.0}))
     (exp / "timings.tsv").write_text("8\t100\ttrain\n9\t20\tdecode\n8\t90\ttrain\n")
     for name, rows in {"tts_test": [("synthesized", 80.0), ("real (ceiling)", 30.0)],
                        "tts_test_resynth": [("synthesized", 60.0)]}.items():
@@ -167,7 +169,7 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
     text = md.read_text()
     assert "hand-written notes stay" in text and "| test | beam 4 + CTC 0.3 | 4 | **12.50** |" in text
-    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 |" in text
+    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 | 55.00 | 50.00 |" in text
     assert "| test | whisper | synthesized | 4 | **80.00** |" in text
     assert "| test | whisper | real (ceiling) | 4 | **30.00** |" in text
     assert "| test | whisper | resynthesized from real units (vocoder ceiling) | 4 | **60.00** |" in text

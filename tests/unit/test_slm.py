@@ -88,6 +88,16 @@ def test_pair_accuracy_ties_types_and_groups():
     assert res.per_group == {"g": {"n": 2, "accuracy": 75.0, "ci95": res.per_group["g"]["ci95"]}}
     assert res.pair_scores["w2"] == (-4.0, -2.0)
     assert res.ci == pytest.approx(wilson_interval(2.5, 4))
+    assert res.length_baseline == 0.5  # every pair has equal lengths: ties
+    assert res.summary()["length_baseline"] == 50.0
+
+
+def test_length_baseline_prefers_the_shorter_item():
+    pairs = [LikelihoodPair("a", [1], [1, 1]), LikelihoodPair("b", [1, 1, 1], [1, 1]),
+             LikelihoodPair("c", [1, 2], [2, 1]), LikelihoodPair("d", [5], [5, 5, 5])]
+    # a per-token log-probability of -1: the summed score is the length baseline itself
+    res = evaluate_pairs(pairs, lambda seqs: [-float(len(s)) for s in seqs])
+    assert res.length_baseline == pytest.approx((1 + 0 + 0.5 + 1) / 4) == res.accuracy
 
 
 def test_story_pairs_pass_prompt_lengths():

@@ -76,6 +76,18 @@ def test_text_lm(tok):
     assert ex.labels == [IGNORE_INDEX] + body + [tok.eos_id]
 
 
+def test_speech_lm_is_the_sequence_the_pair_scorer_scores(tok):
+    lay = tok.layout
+    ex = TaskTemplates(tok).build("speech_lm", {"id": "s1", "units": [3, 3, 7, 7, 3]})
+    spoken = [lay.boa_id, *tok.units_to_ids([3, 7, 3]), lay.eoa_id]
+    # most-decode slm-pairs scores bos + boa, deduplicated units, eoa: training must see that sequence
+    assert ex.input_ids == [lay.bos_id] + spoken + [lay.eos_id]
+    assert ex.labels == [IGNORE_INDEX] + spoken + [lay.eos_id]
+    assert ex.audio_spans == []
+    assert TaskTemplates(tok).build("speech_lm", {"id": "s1", "units": [3]}, prompt_only=True).input_ids == \
+        [lay.bos_id]
+
+
 def test_speech_instruction_outputs(tok):
     lay = tok.layout
     tpl = TaskTemplates(tok)
@@ -121,6 +133,7 @@ def test_prompt_only_for_decoding(tok):
     ("tts", {"id": "e2", "text": "hello"}, "'e2'.*units"),
     ("tts", {"id": "e3", "text": "hello", "units": [1, 16]}, "'e3'.*unit 16"),
     ("text_lm", {"id": "e4"}, "'e4'"),
+    ("speech_lm", {"id": "e6", "units": []}, "'e6'.*units"),
     ("text_instruction", {"id": "e5", "messages": [{"role": "user", "content": ""}]}, "'e5'.*empty"),
 ])
 def test_errors_name_the_entry(tok, task, entry, match):
