@@ -219,11 +219,11 @@ def parameter_counts(model_dir) -> Dict[str, int]:
 
 
 def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") -> str:
-    """A table with one row per run folder (``train/``, ``score/asr_*``), same naming as :func:`results_section`."""
+    """One table row per run folder (``train/``, ``score/{asr,tts,slm}_*``), named as :func:`results_section`."""
     head = ["## " + title, "",
             "| run | params total | params active / token | train loss asr / tts / text_lm | "
-            "valid loss asr / tts / text_lm | ASR WER % | TTS judge WER % |",
-            "|---|---:|---:|---|---|---:|---:|"]
+            "valid loss asr / tts / text_lm | ASR WER % | TTS judge WER % | spoken-LM pairs % [95 % CI] |",
+            "|---|---:|---:|---|---|---:|---:|---|"]
     rows = []
     for name, run in runs:
         curves = read_scalars(run / "train" / "tb")
@@ -233,8 +233,11 @@ def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") 
                if r["audio"] == "synthesized"]
         tr = " / ".join(_last(curves, f"train/loss/{t}") for t in ("asr", "tts", "text_lm"))
         va = " / ".join(_last(curves, f"valid/loss/{t}") for t in ("asr", "tts", "text_lm"))
-        rows.append(f"| {name} | {params.get('total', '-'):,} | {params.get('active', '-'):,} | {tr} | {va} | "
-                    f"{asr[0]['error_rate'] if asr else '-'} | {tts[0]['wer'] if tts else '-'} |")
+        slm = [_load(p) for p in sorted((run / "score").glob("slm_*/summary.json"))]
+        pairs = f"{slm[0]['accuracy']:.2f} [{slm[0]['ci95'][0]:.1f}-{slm[0]['ci95'][1]:.1f}]" if slm else "-"
+        total, active = (f"{params[k]:,}" if k in params else "-" for k in ("total", "active"))
+        rows.append(f"| {name} | {total} | {active} | {tr} | {va} | "
+                    f"{asr[0]['error_rate'] if asr else '-'} | {tts[0]['wer'] if tts else '-'} | {pairs} |")
     return "\n".join(head + rows + [""])
 
 

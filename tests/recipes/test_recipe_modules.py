@@ -180,3 +180,22 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     text = md.read_text()
     assert text.count("<!-- begin mini -->") == 1 and "replaced" in text and "12.50" not in text
     assert text.index("replaced") < text.index("second")
+
+
+def test_ablation_section_one_row_per_run(tmp_path):
+    runs = []
+    for name, wer, acc in (("dense", 40.0, 61.0), ("mamoe", 35.5, None)):
+        run = tmp_path / name
+        _tb(run / "train" / "tb", {"train/loss/asr": [(10, 2.0)], "valid/loss/tts": [(10, 3.25)]})
+        (run / "score" / "asr_test").mkdir(parents=True)
+        (run / "score" / "asr_test" / "summary.json").write_text(json.dumps({"error_rate": wer}))
+        if acc is not None:
+            (run / "score" / "slm_swuggy").mkdir(parents=True)
+            (run / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
+                {"n_pairs": 100, "accuracy": acc, "ci95": [51.2, 70.1]}))
+        runs.append((name, run))
+    rows = [r for r in report.ablation_section(runs).splitlines() if r.startswith("| dense") or
+            r.startswith("| mamoe")]
+    assert len(rows) == 2
+    assert rows[0].split(" | ")[3:] == ["2.000 / - / -", "- / 3.250 / -", "40.0", "-", "61.00 [51.2-70.1] |"]
+    assert rows[1].endswith("| 35.5 | - | - |")
