@@ -84,10 +84,13 @@ class TaskSpec:
 def task_specs(tasks: Mapping[str, Mapping]) -> List[TaskSpec]:
     """Parse the ``tasks`` hparam: ``{name: {manifest, weight, task (default: name)}}``.
 
+    A stream of weight 0 is switched off (left out, its manifest not read), so a yaml can hold optional
+    streams that a ``--<name>_weight=...`` override turns on.
+
     Examples
     --------
-    >>> task_specs({"asr": {"manifest": "a.jsonl", "weight": 0.4}})[0]
-    TaskSpec(name='asr', task='asr', manifest='a.jsonl', weight=0.4)
+    >>> task_specs({"asr": {"manifest": "a.jsonl", "weight": 0.4}, "speech_lm": {"manifest": "s", "weight": 0}})
+    [TaskSpec(name='asr', task='asr', manifest='a.jsonl', weight=0.4)]
     """
     out = []
     for name, spec in tasks.items():
@@ -96,7 +99,11 @@ def task_specs(tasks: Mapping[str, Mapping]) -> List[TaskSpec]:
         unknown = set(spec) - {"manifest", "weight", "task"}
         if unknown:
             raise ValueError(f"tasks[{name!r}]: unknown keys {sorted(unknown)}")
-        out.append(TaskSpec(name, str(spec.get("task", name)), str(spec["manifest"]), float(spec.get("weight", 1.0))))
+        weight = float(spec.get("weight", 1.0))
+        if not weight >= 0:
+            raise ValueError(f"tasks[{name!r}]: weight must be >= 0, got {weight}")
+        if weight > 0:
+            out.append(TaskSpec(name, str(spec.get("task", name)), str(spec["manifest"]), weight))
     return out
 
 

@@ -201,6 +201,8 @@ def train(hparams: dict, run_opts=None) -> MoSTBrain:
     model = build_model(hparams.get("init_from"), hparams.get("model_config"), tokenizer.layout,
                         gradient_checkpointing=bool(hparams.get("gradient_checkpointing", False)))
     specs = task_specs(hparams["tasks"])
+    if not specs:
+        raise ValueError(f"hparams 'tasks': no stream has a positive weight ({sorted(hparams['tasks'])})")
     all_specs = specs + task_specs(hparams.get("valid_tasks") or {})
     km_tag = data_km_tag(all_specs, expected=model.config.km_tag or hparams.get("km_tag"))
     if km_tag is not None:

@@ -108,6 +108,13 @@ def test_training_hparams_run_a_few_steps(path, data, init_dir, tmp_path):
     assert (tmp_path / "exp" / "model" / "model.safetensors").is_file()
 
 
+def test_mini_speech_lm_stream_is_switched_by_its_weight(data, init_dir, tmp_path):
+    path = next(p for p in TRAINING if p.name == "mini.yaml")
+    weights = ["--asr_weight=0", "--tts_weight=0", "--text_lm_weight=0", "--speech_lm_weight=1"]
+    brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp"), *weights])
+    assert dict(brain.monitor.task_steps) == {"speech_lm": 2}
+
+
 VOCODER_HPARAMS = {"vocoder_mean_mel.yaml": [], "vocoder_conv_mel.yaml": ["--number_of_steps=3", "--batch_size=2"]}
 
 

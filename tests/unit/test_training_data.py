@@ -87,6 +87,13 @@ def test_units_input_does_not_need_audio(tokenizer, tmp_path):
     assert [e.id for e in ok] == ["u1"] and not bad
 
 
+def test_task_specs_weight_zero_switches_a_stream_off():
+    specs = task_specs({"asr": {"manifest": "a", "weight": 0.4}, "speech_lm": {"manifest": "missing", "weight": 0.0}})
+    assert [s.name for s in specs] == ["asr"]
+    with pytest.raises(ValueError, match="'tts'.*>= 0"):
+        task_specs({"tts": {"manifest": "t", "weight": -1}})
+
+
 def test_task_specs_rejects_unknown_keys():
     with pytest.raises(ValueError, match="tasks\\['asr'\\]"):
         task_specs({"asr": {"manifest": "a", "wieght": 1}})
