@@ -154,9 +154,11 @@ def _slm_rows(score_dir: Path) -> List[str]:
     rows = []
     for summary in sorted(score_dir.glob("slm_*/summary.json")):
         s = _load(summary)
-        base = s.get("length_baseline")  # absent from summaries written before it existed
+        base, vs = s.get("length_baseline"), s.get("vs_length_baseline")  # absent from older summaries
+        base = "-" if base is None else f"{base:.2f}"
+        vs = "-" if vs is None else f"{vs['model_only']} / {vs['baseline_only']} (p = {vs['p']:.2g})"
         rows.append(f"| {summary.parent.name[4:]} | {s['n_pairs']} | **{s['accuracy']:.2f}** | "
-                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {'-' if base is None else f'{base:.2f}'} | 50.00 |")
+                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {base} | {vs} | 50.00 |")
     return rows
 
 
@@ -175,9 +177,10 @@ def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Res
          "of the same sentences (the judge's floor)", "| test set | judge | audio | utts | WER % | CER % |",
          "|---|---|---|---:|---:|---:|", _tts_rows(score)),
         ("Spoken-LM likelihood pairs (accuracy %, 95 % Wilson CI; chance is 50 %; the length baseline picks "
-         "the item with fewer units, which a summed log-probability also favours)",
-         "| pair set | pairs | accuracy % | 95 % CI | length baseline % | chance |", "|---|---:|---:|---|---:|---:|",
-         _slm_rows(score)),
+         "the item with fewer units, which a summed log-probability also favours; model-only / baseline-only: "
+         "pairs only the model or only the baseline gets right, with the sign test's p)",
+         "| pair set | pairs | accuracy % | 95 % CI | length baseline % | model-only / baseline-only | chance |",
+         "|---|---:|---:|---|---:|---|---:|", _slm_rows(score)),
     ]
     for caption, head, rule, rows in tables:
         if rows:

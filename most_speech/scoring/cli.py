@@ -61,7 +61,8 @@ def _cmd_slm(args) -> dict:
     summary = evaluate_pairs(pairs, score_fn).summary()
     _write_json(Path(args.out) / "summary.json", summary)
     print(f"accuracy {summary['accuracy']:.2f}% (95% CI {summary['ci95'][0]:.2f}-{summary['ci95'][1]:.2f}) "
-          f"over {summary['n_pairs']} pairs; length baseline (shorter item wins) {summary['length_baseline']:.2f}%")
+          f"over {summary['n_pairs']} pairs; length baseline (shorter item wins) {summary['length_baseline']:.2f}%, "
+          f"sign test against it p = {summary['vs_length_baseline']['p']:.3g}")
     return summary
 
 

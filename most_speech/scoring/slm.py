@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from most_speech.scoring.io import PathLike, atomic_write_text, read_jsonl
 
 __all__ = ["LikelihoodPair", "PairResult", "sequence_logprob", "make_score_fn", "evaluate_pairs",
-           "wilson_interval", "read_pairs", "write_pairs", "PAIR_TYPES"]
+           "wilson_interval", "sign_test", "read_pairs", "write_pairs", "PAIR_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ class PairResult:
     """Accuracy over pairs with its 95% Wilson interval, per pair type and per group.
 
     ``length_baseline`` is the accuracy of preferring the shorter item (ties 1/2), a fraction like
-    :attr:`accuracy`.
+    :attr:`accuracy`; ``vs_length`` counts the pairs the model gets right where that baseline is wrong and
+    the reverse, and :attr:`length_p` is the two-sided sign-test p-value of the difference.
     """
 
     n: int
@@ -61,6 +62,12 @@ class PairResult:
     per_group: Dict[str, Dict[str, float]]
     pair_scores: Dict[str, Tuple[float, float]]
     length_baseline: float = float("nan")
+    vs_length: Tuple[int, int] = (0, 0)
+
+    @property
+    def length_p(self) -> float:
+        """Exact two-sided sign-test p-value of model vs length baseline on the pairs where they disagree."""
+        return sign_test(*self.vs_length)
 
     @property
     def accuracy(self) -> float:
@@ -69,7 +76,9 @@ class PairResult:
     def summary(self) -> Dict[str, object]:
         return {"n_pairs": self.n, "accuracy": round(100 * self.accuracy, 2),
                 "ci95": [round(100 * x, 2) for x in self.ci],
-                "length_baseline": round(100 * self.length_baseline, 2), "per_type": self.per_type,
+                "length_baseline": round(100 * self.length_baseline, 2),
+                "vs_length_baseline": {"model_only": self.vs_length[0], "baseline_only": self.vs_length[1],
+                                       "p": round(self.length_p, 4)}, "per_type": self.per_type,
                 "per_group": self.per_group}
 
 
@@ -203,6 +212,19 @@ def _finish(table) -> Dict[str, Dict[str, float]]:
     return out
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided binomial sign test of ``wins`` against ``losses`` (p = 1 when both are 0).
+
+    Examples
+    --------
+    >>> round(sign_test(9, 1), 4), sign_test(3, 3)
+    (0.0215, 1.0)
+    """
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0
+
+
 def _point(good: float, bad: float) -> float:
     return 1.0 if good > bad else 0.5 if good == bad else 0.0
 
@@ -237,9 +259,12 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
         _accumulate(by_type, p.type, point)
         if p.group:
             _accumulate(by_group, p.group, point)
-    shorter = sum(_point(-len(p.good), -len(p.bad)) for p in pairs) / len(pairs)
+    length = [_point(-len(p.good), -len(p.bad)) for p in pairs]
+    model = [_point(*pair_scores[p.id]) for p in pairs]
+    vs_length = (sum(m == 1 and b == 0 for m, b in zip(model, length)),
+                 sum(m == 0 and b == 1 for m, b in zip(model, length)))
     return PairResult(len(pairs), total, wilson_interval(total, len(pairs)), _finish(by_type),
-                      _finish(by_group), pair_scores, shorter)
+                      _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length)
 
 
 def read_pairs(path: PathLike) -> List[LikelihoodPair]:

@@ -12,7 +12,7 @@ import torch
 
 from most_speech.scoring.cli import main
 from most_speech.scoring.slm import (LikelihoodPair, evaluate_pairs, make_score_fn, read_pairs, sequence_logprob,
-                                     wilson_interval, write_pairs)
+                                     sign_test, wilson_interval, write_pairs)
 from most_speech.scoring.slm_data import (build_audio_pairs, encode_audio_pairs, load_blimp, load_stories,
                                           load_wordlist, make_pseudoword, make_wuggy_pairs, read_audio_pairs,
                                           real_word_lexicon)
@@ -98,6 +98,16 @@ def test_length_baseline_prefers_the_shorter_item():
     # a per-token log-probability of -1: the summed score is the length baseline itself
     res = evaluate_pairs(pairs, lambda seqs: [-float(len(s)) for s in seqs])
     assert res.length_baseline == pytest.approx((1 + 0 + 0.5 + 1) / 4) == res.accuracy
+    assert res.vs_length == (0, 0) and res.length_p == 1.0
+    # a model that prefers the longer item wins exactly where the baseline loses
+    longer = evaluate_pairs(pairs, lambda seqs: [float(len(s)) for s in seqs])
+    assert longer.vs_length == (1, 2) and longer.summary()["vs_length_baseline"] == {
+        "model_only": 1, "baseline_only": 2, "p": 1.0}
+
+
+def test_sign_test_matches_the_binomial_tail():
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert sign_test(1, 9) == sign_test(9, 1) and sign_test(0, 0) == 1.0 and sign_test(4, 4) == 1.0
 
 
 def test_story_pairs_pass_prompt_lengths():
