@@ -132,7 +132,8 @@ def _cmd_tts(args, loaded):
         raise SystemExit(f"{args.export}: the export has no vocoder")
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
     dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag, sampling=sampling,
-                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size)
+                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size,
+                     guidance_scale=args.guidance_scale, guidance_prompt=args.guidance_prompt)
     out_dir = Path(args.out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     rows = _entries(args, required=("text",))
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument("--top-k", type=int, default=50)
     tts.add_argument("--top-p", type=float, default=0.95)
     tts.add_argument("--seed", type=int, default=0)
+    tts.add_argument("--guidance-scale", type=float, default=1.0,
+                     help="classifier-free guidance towards the text (1: off)")
+    tts.add_argument("--guidance-prompt", choices=("instruction", "bos"), default="instruction",
+                     help="unconditional prompt of the guidance: the TTS instruction without text, or BOS alone")
     pairs = sub.add_parser("slm-pairs", help="audio likelihood pairs -> unit-token pairs")
     common(pairs, manifest=False)
     pairs.add_argument("--pairs", required=True, help="pairs.csv from most-score build-*")

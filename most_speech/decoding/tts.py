@@ -61,6 +61,13 @@ class TTSDecoder:
         Temperature / top-k / top-p (temperature 0: greedy).
     unit_rate : float
         Units per second of audio (50 for HuBERT-base units, 25 for mHuBERT-25Hz); scales the length limit.
+    guidance_scale : float
+        Classifier-free guidance: above 1 the next-unit log-probabilities become
+        ``u + scale * (c - u)``, ``c`` given the text and ``u`` given no text (the prompt ``guidance_prompt``),
+        which pushes the units towards what the text adds (transformers' CFG logits processor).
+    guidance_prompt : {"instruction", "bos"}
+        The unconditional prompt: the TTS instruction without text, or BOS alone (the ``speech_lm`` task's
+        prompt: the natural choice for a model trained with that task).
 
     Examples
     --------
@@ -70,7 +77,10 @@ class TTSDecoder:
 
     def __init__(self, model, templates: TaskTemplates, vocoder=None, km_tag: Optional[str] = None,
                  sampling: Optional[SamplingConfig] = None, unit_rate: float = 50.0, batch_size: int = 8,
-                 max_units_per_token: float = 24.0, min_units_per_token: float = 0.0):
+                 max_units_per_token: float = 24.0, min_units_per_token: float = 0.0,
+                 guidance_scale: float = 1.0, guidance_prompt: str = "instruction"):
+        if guidance_prompt not in ("instruction", "bos"):
+            raise ValueError(f"guidance_prompt must be 'instruction' or 'bos', got {guidance_prompt!r}")
         self.model = model.eval()
         self.templates = templates
         self.tokenizer = templates.tokenizer
@@ -82,9 +92,23 @@ class TTSDecoder:
         self.batch_size = batch_size
         self.max_units_per_token = max_units_per_token
         self.min_units_per_token = min_units_per_token
+        self.guidance_scale = guidance_scale
+        self.guidance_prompt = guidance_prompt
 
     def _prompt(self, text: str) -> List[int]:
         return self.templates.build("tts", {"id": "tts", "text": text}, prompt_only=True).input_ids
+
+    def _unconditional_prompt(self) -> List[int]:
+        if self.guidance_prompt == "bos":
+            return [self.layout.bos_id]
+        return [self.layout.bos_id] + self.tokenizer.encode(self.templates.config.tts_instruction, parse_special=False)
+
+    def _guidance_kwargs(self, batch_size: int) -> dict:
+        if self.guidance_scale == 1.0:
+            return {}
+        # one prompt for every row: no padding, so its positions are those the model was trained with
+        uncond = torch.tensor([self._unconditional_prompt()] * batch_size, device=self.model.device)
+        return {"guidance_scale": self.guidance_scale, "negative_prompt_ids": uncond}
 
     def _budget(self, text: str):
         n = len(self.tokenizer.encode(text, parse_special=False))
@@ -105,7 +129,8 @@ class TTSDecoder:
                                   logits_processor=LogitsProcessorList([proc]),
                                   max_new_tokens=max(b[1] for b in budgets) + 2, use_cache=use_cache,
                                   eos_token_id=[self.layout.eoa_id, self.layout.eos_id],
-                                  pad_token_id=self.tokenizer.pad_id, **self.sampling.generate_kwargs())
+                                  pad_token_id=self.tokenizer.pad_id, **self.sampling.generate_kwargs(),
+                                  **self._guidance_kwargs(len(texts)))
         return [self.tokenizer.ids_to_units(row) for row in out[:, width:].tolist()]
 
     def generate_units(self, texts: Sequence[str], use_cache: bool = True) -> List[List[int]]:

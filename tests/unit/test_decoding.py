@@ -105,6 +105,28 @@ def test_tts_sampling_is_seeded(setup):
     assert make().generate_units(["a dog ran"]) == make().generate_units(["a dog ran"])
 
 
+@pytest.mark.parametrize("prompt", ["instruction", "bos"])
+def test_tts_guidance_follows_the_cfg_formula(setup, prompt):
+    tok, model, _ = setup
+    tpl, lay, text = TaskTemplates(tok), tok.layout, "a dog ran"
+    make = lambda scale: TTSDecoder(model, tpl, sampling=SamplingConfig(temperature=0), guidance_scale=scale,
+                                    guidance_prompt=prompt, max_units_per_token=2)
+    assert make(1.0).generate_units([text]) == TTSDecoder(
+        model, tpl, sampling=SamplingConfig(temperature=0), max_units_per_token=2).generate_units([text])
+    cond = tpl.build("tts", {"id": "x", "text": text}, prompt_only=True).input_ids + [lay.boa_id]
+    uncond = [lay.bos_id] + (tok.encode(tpl.config.tts_instruction) if prompt == "instruction" else [])
+    with torch.no_grad():
+        c, u = (model(torch.tensor([ids])).logits[0, -1].log_softmax(-1) for ids in (cond, uncond + [lay.boa_id]))
+    allowed = [lay.unit_id(k) for k in range(NUM_UNITS)] + [lay.eoa_id]
+    guided = (u + 3.0 * (c - u))[allowed]
+    first = allowed[int(guided.argmax())]
+    assert first != allowed[int(c[allowed].argmax())]  # with this seed guidance changes the first unit
+    units = make(3.0).generate_units([text])[0]
+    assert (units[:1] == [first - lay.unit_id(0)]) if first != lay.eoa_id else units == []
+    with pytest.raises(ValueError, match="guidance_prompt"):
+        TTSDecoder(model, tpl, guidance_prompt="none")
+
+
 def test_tts_stream_yields_chunks_of_the_same_units(setup):
     tok, model, vocoder = setup
     tts = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km",
