@@ -98,8 +98,10 @@ class WhisperJudge(ASRJudge):
 
     Decoding is whisper's reference scheme: greedy, falling back to sampling at rising temperatures when a
     decode looks like a hallucination (repetition loops, low log-probability). On poor synthetic speech that
-    happens for most clips, so the sampler is reseeded with ``seed`` before every clip: a clip's transcript
-    does not depend on the run or on its position in the batch. ``temperature=0``
+    happens for most clips, so every clip is decoded by a freshly started model with the sampler seeded by
+    ``seed``: a clip's transcript does not depend on the run, on the clips judged before it or on its
+    position (CTranslate2's sampler lives in the model's worker threads, which ``set_random_seed`` does not
+    reach: OpenNMT/CTranslate2#1757; restarting the tiny model costs about 0.2 s a clip). ``temperature=0``
     turns the fallback off (faster, but repetition loops then inflate the WER of unintelligible audio:
     193 % vs 122 % on the mini run's resynthesized units). Each fallback temperature draws ``best_of``
     samples (whisper's own default is 5): on the mini run's 100 resynthesized test sentences 1 sample gave
@@ -123,8 +125,9 @@ class WhisperJudge(ASRJudge):
         self.language, self.beam_size, self.seed, self.best_of = language, beam_size, seed, best_of
         self.temperature = list(temperature) if isinstance(temperature, (tuple, list)) else temperature
         log.info("loading whisper judge from %s (%s, %s)", self.model_dir, device, compute_type)
-        self.model = WhisperModel(self.model_dir, device=device, compute_type=compute_type,
-                                  cpu_threads=cpu_threads)
+        self._start = lambda: WhisperModel(self.model_dir, device=device, compute_type=compute_type,
+                                           cpu_threads=cpu_threads)
+        self.model = self._start()  # loads now, so a bad model directory fails before any audio is read
 
     def _transcribe_batch(self, wavs):
         import ctranslate2
@@ -132,6 +135,7 @@ class WhisperJudge(ASRJudge):
         texts = []
         for wav in wavs:
             ctranslate2.set_random_seed(self.seed)
+            self.model = self._start()  # fresh worker threads: a sampler state no earlier clip has moved
             segments, _ = self.model.transcribe(wav, language=self.language, beam_size=self.beam_size,
                                                 condition_on_previous_text=False, temperature=self.temperature,
                                                 best_of=self.best_of)
