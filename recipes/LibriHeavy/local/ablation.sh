@@ -5,12 +5,12 @@
 # variant for the same number of steps, decodes and scores ASR and the spoken-LM pairs, and writes the
 # "ablation" section of RESULTS.md.
 #
-#   bash local/ablation.sh [--epochs 2] [--variants "dense moe mamoe mamoe_noshared"] [any run.sh option]
+#   bash local/ablation.sh [--epochs 3] [--variants "dense moe mamoe mamoe_noshared"] [any run.sh option]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../tools/recipe_utils.sh
 
-epochs=2                  # x steps_per_epoch (200) optimizer steps per variant
+epochs=3                  # x steps_per_epoch (200) optimizer steps per variant (RESULTS.md: 3)
 variants="dense moe mamoe mamoe_noshared"
 expdir=exp
 results=RESULTS.md
