@@ -250,19 +250,19 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
     if len(scores) != len(seqs):
         raise RuntimeError(f"score_fn returned {len(scores)} scores for {len(seqs)} sequences")
     by_type, by_group = defaultdict(lambda: [0.0, 0]), defaultdict(lambda: [0.0, 0])
-    total, pair_scores = 0.0, {}
+    points, pair_scores = [], {}
     for i, p in enumerate(pairs):
         good, bad = float(scores[i]), float(scores[i + len(pairs)])
         point = _point(good, bad)
-        total += point
+        points.append(point)
         pair_scores[p.id] = (good, bad)
         _accumulate(by_type, p.type, point)
         if p.group:
             _accumulate(by_group, p.group, point)
+    total = sum(points)
     length = [_point(-len(p.good), -len(p.bad)) for p in pairs]
-    model = [_point(*pair_scores[p.id]) for p in pairs]
-    vs_length = (sum(m == 1 and b == 0 for m, b in zip(model, length)),
-                 sum(m == 0 and b == 1 for m, b in zip(model, length)))
+    vs_length = (sum(m == 1 and b == 0 for m, b in zip(points, length)),
+                 sum(m == 0 and b == 1 for m, b in zip(points, length)))
     return PairResult(len(pairs), total, wilson_interval(total, len(pairs)), _finish(by_type),
                       _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length)
 
