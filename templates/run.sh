@@ -63,6 +63,7 @@ asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
 tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
+tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's own ASR keeps one
 judge=whisper
 slm_voice=flite:awb
 results=RESULTS.md

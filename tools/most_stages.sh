@@ -129,7 +129,8 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   if [[ " $evals " == *" tts "* ]]; then
     # synth.jsonl pairs each synthesized wav with the real recording (segments cut to tts_$s/real/)
     most-decode tts "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$tts_limit" \
-      --temperature "${tts_temperature:-0.8}" --device "$device" --out-dir "$exp/decode/tts_$s"
+      --temperature "${tts_temperature:-0.8}" --candidates "${tts_candidates:-1}" \
+      --rerank-ctc-weight "${asr_ctc_weight:-0}" --device "$device" --out-dir "$exp/decode/tts_$s"
     # the same sentences voiced from their real units: the ceiling the vocoder and units put on TTS
     most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"

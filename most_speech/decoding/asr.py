@@ -142,8 +142,39 @@ class ASRDecoder:
             scores[ok] = -nll.float().cpu()
         return scores
 
+    @torch.no_grad()
+    def score(self, entries: Sequence[dict], texts: Sequence[str]) -> torch.Tensor:
+        """How likely each entry's audio says its text: teacher-forced, no search.
+
+        The score is the one the joint decoding ranks candidates by: ``log P_lm(text + eos | audio)``, and with
+        ``ctc_weight > 0`` ``(1 - ctc_weight) * log P_lm + ctc_weight * log P_ctc(text | frames)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[len(entries)]`` log-probabilities (nats; -inf where the CTC head cannot emit the text).
+
+        Examples
+        --------
+        >>> dec.score(entries, ["HELLO WORLD"] * len(entries)).argmax()            # doctest: +SKIP
+        """
+        if len(entries) != len(texts):
+            raise ValueError(f"score: {len(entries)} entries but {len(texts)} texts")
+        batch = self._prompt_batch(entries)
+        cands = [tuple(self.tokenizer.encode(t, parse_special=False)) for t in texts]
+        lm = torch.stack([self._lm_scores(batch, i, [c])[0] for i, c in enumerate(cands)])
+        if self.ctc_weight == 0:
+            return lm
+        if batch.audio_features is None:
+            raise ValueError("CTC scoring needs continuous audio input (the model reads units here)")
+        log_probs, lengths = self._ctc_log_probs(batch)
+        ctc = torch.stack([self._ctc_scores(log_probs[i], int(lengths[i]), [c])[0] for i, c in enumerate(cands)])
+        return (1.0 - self.ctc_weight) * lm + self.ctc_weight * ctc
+
     def _lm_scores(self, batch, i: int, cands) -> torch.Tensor:
         """log P_lm(candidate + eos | prompt of utterance i), teacher-forced in one forward."""
+        if batch.audio_features is None:  # unit input: the speech is in the token prompt
+            return self._token_lm_scores(batch, i, cands)
         prompt = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
         rows = [prompt + list(c) + [self.tokenizer.eos_id] for c in cands]
         width = max(map(len, rows))
@@ -163,6 +194,19 @@ class ASRDecoder:
         target = spliced.labels[:, 1:]
         picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != -100)
         return picked.sum(-1).cpu()
+
+    def _token_lm_scores(self, batch, i: int, cands) -> torch.Tensor:
+        prompt = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
+        rows = [prompt + list(c) + [self.tokenizer.eos_id] for c in cands]
+        ids = left_pad(rows, self.tokenizer.pad_id).to(batch.input_ids.device)
+        logp = self.model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits[:, :-1].float()
+        logp = logp.log_softmax(-1)
+        scores = []
+        for k, r in enumerate(rows):
+            n = len(r) - len(prompt)  # the candidate + eos: the last n positions of the left-padded row
+            target = ids.input_ids[k, -n:]
+            scores.append(logp[k, -n:].gather(-1, target[:, None])[:, 0].sum())
+        return torch.stack(scores).cpu()
 
     def _until_eos(self, ids: List[int]) -> List[int]:
         eos = self.tokenizer.eos_id

@@ -3,7 +3,7 @@
 Subcommands::
 
     most-decode asr  EXPORT --manifest test.jsonl --out exp/decode/asr_test/hyp.jsonl [--beam-size 4] [--ctc-weight 0.3]
-    most-decode tts  EXPORT --manifest test.jsonl --out-dir exp/decode/tts_test [--temperature 0.8]
+    most-decode tts  EXPORT --manifest test.jsonl --out-dir exp/decode/tts_test [--temperature 0.8] [--candidates 4]
     most-decode slm-pairs EXPORT --pairs pairs.csv --out pairs.jsonl      (audio pairs -> unit-token pairs)
     most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
     most-decode resynth EXPORT --manifest test.jsonl --units dump/units/all.jsonl --out-dir DIR
@@ -132,25 +132,42 @@ def _cmd_tts(args, loaded):
         raise SystemExit(f"{args.export}: the export has no vocoder")
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
     dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag, sampling=sampling,
-                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size,
-                     guidance_scale=args.guidance_scale, guidance_prompt=args.guidance_prompt)
+                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size * args.candidates,
+                     guidance_scale=args.guidance_scale, guidance_prompt=args.guidance_prompt,
+                     num_candidates=args.candidates, reranker=_self_asr_reranker(args, loaded))
     out_dir = Path(args.out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     rows = _entries(args, required=("text",))
     real = _real_audio_paths(rows, out_dir / "real", args.manifest)  # before generating: bad paths fail early
     units_rows, synth_rows = [], []
     for part in tqdm(chunks(rows, args.batch_size), desc="tts", unit="batch"):
-        units = dec.generate_units([r["text"] for r in part])
-        wavs = loaded.vocoder.synthesize([u or [0] for u in units], km_tag=loaded.info.km_tag)
-        for row, u, wav in zip(part, units, wavs):
+        units, wavs, scores = dec.synthesize_with_units([r["text"] for r in part])
+        for row, u, wav, score in zip(part, units, wavs, scores):
             path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
-            save_audio(path, wav if u else wav[:0], loaded.vocoder.sample_rate)
-            units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag})
+            save_audio(path, wav, loaded.vocoder.sample_rate)
+            units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag,
+                               **({"rerank_score": score} if score is not None else {})})
             synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"],
                                **({"real_audio": real[row["id"]]} if row["id"] in real else {})})
     write_jsonl(out_dir / "units.jsonl", units_rows)
     write_jsonl(out_dir / "synth.jsonl", synth_rows)
+    atomic_write_json(out_dir / "decoding.json", {
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
+        "guidance_scale": args.guidance_scale, "candidates": args.candidates,
+        "rerank_ctc_weight": args.rerank_ctc_weight if args.candidates > 1 else None})
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
+
+
+def _self_asr_reranker(args, loaded):
+    """The best-of-N ranker of ``--candidates``: the export's model in its ASR role (None for one candidate)."""
+    if args.candidates == 1:
+        return None
+    from .asr import ASRDecoder
+    from .rerank import SelfASRReranker
+    if args.rerank_ctc_weight > 0 and getattr(loaded.model, "audio_ctc_head", None) is None:
+        raise SystemExit(f"{args.export}: --rerank-ctc-weight needs a model with a CTC head; pass 0")
+    asr = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, ctc_weight=args.rerank_ctc_weight)
+    return SelfASRReranker(asr, loaded.entries, loaded.vocoder.sample_rate)
 
 
 def _cmd_resynth(args, loaded):
@@ -248,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="classifier-free guidance towards the text (1: off)")
     tts.add_argument("--guidance-prompt", choices=("instruction", "bos"), default="instruction",
                      help="unconditional prompt of the guidance: the TTS instruction without text, or BOS alone")
+    tts.add_argument("--candidates", type=int, default=1,
+                     help="best-of-N: sample N unit sequences per text, keep the one the model's own ASR scores "
+                          "highest (log P(text | audio))")
+    tts.add_argument("--rerank-ctc-weight", type=float, default=0.0,
+                     help="CTC weight of the ranking score (models with a CTC head; as --ctc-weight of asr)")
     pairs = sub.add_parser("slm-pairs", help="audio likelihood pairs -> unit-token pairs")
     common(pairs, manifest=False)
     pairs.add_argument("--pairs", required=True, help="pairs.csv from most-score build-*")

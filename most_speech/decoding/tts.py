@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from transformers import LogitsProcessorList
@@ -68,19 +68,29 @@ class TTSDecoder:
     guidance_prompt : {"instruction", "bos"}
         The unconditional prompt: the TTS instruction without text, or BOS alone (the ``speech_lm`` task's
         prompt: the natural choice for a model trained with that task).
+    num_candidates : int
+        Best-of-N: sample this many unit sequences per text and keep the one ``reranker`` scores highest
+        (1: one sample, no ranking). Needs a vocoder and a reranker; ``stream`` always samples once.
+    reranker : SelfASRReranker, optional
+        ``reranker.scores(text, wavs) -> tensor`` (:mod:`most_speech.decoding.rerank`).
 
     Examples
     --------
     >>> tts = TTSDecoder(model, templates, vocoder, km_tag=vocoder.km_tag)        # doctest: +SKIP
     >>> wav = tts.synthesize(["Hello world."])[0]                                   # doctest: +SKIP
+    >>> best_of_4 = TTSDecoder(model, templates, vocoder, num_candidates=4,
+    ...                        reranker=SelfASRReranker(asr, loaded.entries, 16000))  # doctest: +SKIP
     """
 
     def __init__(self, model, templates: TaskTemplates, vocoder=None, km_tag: Optional[str] = None,
                  sampling: Optional[SamplingConfig] = None, unit_rate: float = 50.0, batch_size: int = 8,
                  max_units_per_token: float = 24.0, min_units_per_token: float = 0.0,
-                 guidance_scale: float = 1.0, guidance_prompt: str = "instruction"):
+                 guidance_scale: float = 1.0, guidance_prompt: str = "instruction", num_candidates: int = 1,
+                 reranker=None):
         if guidance_prompt not in ("instruction", "bos"):
             raise ValueError(f"guidance_prompt must be 'instruction' or 'bos', got {guidance_prompt!r}")
+        if num_candidates < 1 or (num_candidates > 1 and reranker is None):
+            raise ValueError(f"num_candidates must be >= 1, and above 1 needs a reranker (got {num_candidates})")
         self.model = model.eval()
         self.templates = templates
         self.tokenizer = templates.tokenizer
@@ -94,6 +104,8 @@ class TTSDecoder:
         self.min_units_per_token = min_units_per_token
         self.guidance_scale = guidance_scale
         self.guidance_prompt = guidance_prompt
+        self.num_candidates = num_candidates
+        self.reranker = reranker
 
     def _prompt(self, text: str) -> List[int]:
         return self.templates.build("tts", {"id": "tts", "text": text}, prompt_only=True).input_ids
@@ -147,11 +159,36 @@ class TTSDecoder:
 
     def synthesize(self, texts: Sequence[str]) -> List[torch.Tensor]:
         """Waveforms (1-D float tensors at the vocoder's sample rate) for ``texts``."""
-        vocoder = self._require_vocoder()
-        units = self.generate_units(texts)
+        return self.synthesize_with_units(texts)[1]
+
+    def synthesize_with_units(self, texts: Sequence[str]) -> Tuple[List[List[int]], List[torch.Tensor],
+                                                                    List[Optional[float]]]:
+        """Units, waveforms and the reranker's score (None without best-of-N) of each text.
+
+        With ``num_candidates`` N > 1 every text is sampled N times (the N rows share a generation batch) and
+        the candidate with the highest ``reranker`` score is kept.
+        """
+        n = self.num_candidates
+        units = self.generate_units([t for t in texts for _ in range(n)])
         empty = [i for i, u in enumerate(units) if not u]
         if empty:
-            log.warning("no units generated for %d text(s), e.g. %r", len(empty), texts[empty[0]])
+            log.warning("no units generated for %d of %d sample(s), e.g. for %r", len(empty), len(units),
+                        texts[empty[0] // n])
+        wavs = self._vocode(units)
+        if n == 1:
+            return units, wavs, [None] * len(texts)
+        best_units, best_wavs, best_scores = [], [], []
+        for i, text in enumerate(texts):
+            scores = self.reranker.scores(text, wavs[i * n:(i + 1) * n])
+            k = i * n + int(scores.argmax())
+            best_units.append(units[k])
+            best_wavs.append(wavs[k])
+            best_scores.append(float(scores.max()))
+        return best_units, best_wavs, best_scores
+
+    def _vocode(self, units: List[List[int]]) -> List[torch.Tensor]:
+        """The vocoder's waveforms of deduplicated unit sequences (empty for an empty sequence)."""
+        vocoder = self._require_vocoder()
         wavs = vocoder.synthesize([u or [0] for u in units], km_tag=self.km_tag or vocoder.km_tag,
                                   deduplicated=True)
         return [w if u else w[:0] for w, u in zip(wavs, units)]

@@ -14,7 +14,8 @@
     * ``<exp>/timings.tsv``                       ``stage<TAB>seconds<TAB>title`` lines written by run.sh.
 
 ``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense ... --results RESULTS.md``
-    One row per run: parameters (total / activated per token), final losses, ASR WER.
+    One row per run name: parameters (total / activated per token), final losses, ASR WER, TTS judge WER,
+    pair accuracy; a name given several folders (one per seed) gets means ± standard deviations.
 """
 from __future__ import annotations
 
@@ -157,8 +158,11 @@ def _slm_rows(score_dir: Path) -> List[str]:
         base, vs = s.get("length_baseline"), s.get("vs_length_baseline")  # absent from older summaries
         base = "-" if base is None else f"{base:.2f}"
         vs = "-" if vs is None else f"{vs['model_only']} / {vs['baseline_only']} (p = {vs['p']:.2g})"
+        eq = s.get("equal_length") or {}
+        eq = "-" if not eq.get("n_pairs") else \
+            f"{eq['accuracy']:.2f} [{eq['ci95'][0]:.1f}-{eq['ci95'][1]:.1f}] of {eq['n_pairs']}"
         rows.append(f"| {summary.parent.name[4:]} | {s['n_pairs']} | **{s['accuracy']:.2f}** | "
-                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {base} | {vs} | 50.00 |")
+                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {base} | {vs} | {eq} | 50.00 |")
     return rows
 
 
@@ -178,9 +182,11 @@ def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Res
          "|---|---|---|---:|---:|---:|", _tts_rows(score)),
         ("Spoken-LM likelihood pairs (accuracy %, 95 % Wilson CI; chance is 50 %; the length baseline picks "
          "the item with fewer units, which a summed log-probability also favours; model-only / baseline-only: "
-         "pairs only the model or only the baseline gets right, with the sign test's p)",
-         "| pair set | pairs | accuracy % | 95 % CI | length baseline % | model-only / baseline-only | chance |",
-         "|---|---:|---:|---|---:|---|---:|", _slm_rows(score)),
+         "pairs only the model or only the baseline gets right, with the sign test's p; equal length: the "
+         "accuracy over the pairs whose two items have the same number of units, where length cannot decide)",
+         "| pair set | pairs | accuracy % | 95 % CI | length baseline % | model-only / baseline-only "
+         "| equal length % [CI] of pairs | chance |",
+         "|---|---:|---:|---|---:|---|---|---:|", _slm_rows(score)),
     ]
     for caption, head, rule, rows in tables:
         if rows:
@@ -221,26 +227,66 @@ def parameter_counts(model_dir) -> Dict[str, int]:
     return {"total": total, "active": active}
 
 
+def _mean_sd(values: Sequence[float], digits: int) -> str:
+    """``mean`` of one value, ``mean ± sd`` (sample standard deviation) of several, ``-`` of none."""
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def _run_figures(run: Path) -> dict:
+    """The numbers of one ablation run folder (missing ones absent)."""
+    curves = read_scalars(run / "train" / "tb")
+    fig = {f"{split}/{t}": curves[f"{split}/loss/{t}"][-1][1] for split in ("train", "valid")
+           for t in ("asr", "tts", "text_lm") if curves.get(f"{split}/loss/{t}")}
+    if (run / "train" / "model").is_dir():
+        fig["params"] = parameter_counts(run / "train" / "model")
+    asr = [_load(p) for p in sorted((run / "score").glob("asr_*/summary.json"))]
+    tts = [r for p in sorted((run / "score").glob("tts_*/summary.json")) for r in _load(p)
+           if r["audio"] == "synthesized"]
+    slm = [_load(p) for p in sorted((run / "score").glob("slm_*/summary.json"))]
+    if asr:
+        fig["asr"] = float(asr[0]["error_rate"])
+    if tts:
+        fig["tts"] = float(tts[0]["wer"])
+    if slm:
+        fig["pairs"], fig["pairs_ci"] = float(slm[0]["accuracy"]), slm[0]["ci95"]
+    return fig
+
+
 def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") -> str:
-    """One table row per run folder (``train/``, ``score/{asr,tts,slm}_*``), named as :func:`results_section`."""
+    """One table row per run name (``train/``, ``score/{asr,tts,slm}_*`` in each folder).
+
+    Several folders under one name (seeds) make one row of means ± sample standard deviations; a single
+    folder's pair accuracy keeps its 95 % CI.
+    """
     head = ["## " + title, "",
-            "| run | params total | params active / token | train loss asr / tts / text_lm | "
+            "| run | seeds | params total | params active / token | train loss asr / tts / text_lm | "
             "valid loss asr / tts / text_lm | ASR WER % | TTS judge WER % | spoken-LM pairs % [95 % CI] |",
-            "|---|---:|---:|---|---|---:|---:|---|"]
-    rows = []
+            "|---|---:|---:|---:|---|---|---:|---:|---|"]
+    groups: Dict[str, List[dict]] = {}
     for name, run in runs:
-        curves = read_scalars(run / "train" / "tb")
-        params = parameter_counts(run / "train" / "model") if (run / "train" / "model").is_dir() else {}
-        asr = [_load(p) for p in sorted((run / "score").glob("asr_*/summary.json"))]
-        tts = [r for p in sorted((run / "score").glob("tts_*/summary.json")) for r in _load(p)
-               if r["audio"] == "synthesized"]
-        tr = " / ".join(_last(curves, f"train/loss/{t}") for t in ("asr", "tts", "text_lm"))
-        va = " / ".join(_last(curves, f"valid/loss/{t}") for t in ("asr", "tts", "text_lm"))
-        slm = [_load(p) for p in sorted((run / "score").glob("slm_*/summary.json"))]
-        pairs = f"{slm[0]['accuracy']:.2f} [{slm[0]['ci95'][0]:.1f}-{slm[0]['ci95'][1]:.1f}]" if slm else "-"
-        total, active = (f"{params[k]:,}" if k in params else "-" for k in ("total", "active"))
-        rows.append(f"| {name} | {total} | {active} | {tr} | {va} | "
-                    f"{asr[0]['error_rate'] if asr else '-'} | {tts[0]['wer'] if tts else '-'} | {pairs} |")
+        groups.setdefault(name, []).append(_run_figures(Path(run)))
+    rows = []
+    for name, figs in groups.items():
+        def values(key):
+            return [f[key] for f in figs if key in f]
+
+        def losses(split):
+            return " / ".join(_mean_sd(values(f"{split}/{t}"), 3) for t in ("asr", "tts", "text_lm"))
+
+        params = values("params")
+        total, active = (f"{params[0][k]:,}" if params else "-" for k in ("total", "active"))
+        pairs = _mean_sd(values("pairs"), 2)
+        if len(values("pairs")) == 1:
+            lo, hi = values("pairs_ci")[0]
+            pairs += f" [{lo:.1f}-{hi:.1f}]"
+        rows.append(f"| {name} | {len(figs)} | {total} | {active} | {losses('train')} | {losses('valid')} | "
+                    f"{_mean_sd(values('asr'), 2)} | {_mean_sd(values('tts'), 2)} | {pairs} |")
     return "\n".join(head + rows + [""])
 
 

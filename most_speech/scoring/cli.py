@@ -62,7 +62,8 @@ def _cmd_slm(args) -> dict:
     _write_json(Path(args.out) / "summary.json", summary)
     print(f"accuracy {summary['accuracy']:.2f}% (95% CI {summary['ci95'][0]:.2f}-{summary['ci95'][1]:.2f}) "
           f"over {summary['n_pairs']} pairs; length baseline (shorter item wins) {summary['length_baseline']:.2f}%, "
-          f"sign test against it p = {summary['vs_length_baseline']['p']:.3g}")
+          f"sign test against it p = {summary['vs_length_baseline']['p']:.3g}; "
+          f"{summary['equal_length']['n_pairs']} pairs of equal length: {summary['equal_length']['accuracy']}%")
     return summary
 
 

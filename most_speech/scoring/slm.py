@@ -53,6 +53,8 @@ class PairResult:
     ``length_baseline`` is the accuracy of preferring the shorter item (ties 1/2), a fraction like
     :attr:`accuracy`; ``vs_length`` counts the pairs the model gets right where that baseline is wrong and
     the reverse, and :attr:`length_p` is the two-sided sign-test p-value of the difference.
+    ``equal_length`` is (points, pairs) over the pairs whose two items have the same length, where the
+    length effect of a summed log-probability cannot decide.
     """
 
     n: int
@@ -63,6 +65,7 @@ class PairResult:
     pair_scores: Dict[str, Tuple[float, float]]
     length_baseline: float = float("nan")
     vs_length: Tuple[int, int] = (0, 0)
+    equal_length: Tuple[float, int] = (0.0, 0)
 
     @property
     def length_p(self) -> float:
@@ -78,8 +81,16 @@ class PairResult:
                 "ci95": [round(100 * x, 2) for x in self.ci],
                 "length_baseline": round(100 * self.length_baseline, 2),
                 "vs_length_baseline": {"model_only": self.vs_length[0], "baseline_only": self.vs_length[1],
-                                       "p": round(self.length_p, 4)}, "per_type": self.per_type,
+                                       "p": round(self.length_p, 4)},
+                "equal_length": self._equal_length_summary(), "per_type": self.per_type,
                 "per_group": self.per_group}
+
+    def _equal_length_summary(self) -> Dict[str, object]:
+        points, n = self.equal_length
+        if not n:
+            return {"n_pairs": 0, "accuracy": None, "ci95": None}
+        return {"n_pairs": n, "accuracy": round(100 * points / n, 2),
+                "ci95": [round(100 * x, 2) for x in wilson_interval(points, n)]}
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> Tuple[float, float]:
@@ -263,8 +274,9 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
     length = [_point(-len(p.good), -len(p.bad)) for p in pairs]
     vs_length = (sum(m == 1 and b == 0 for m, b in zip(points, length)),
                  sum(m == 0 and b == 1 for m, b in zip(points, length)))
+    equal = [pt for pt, p in zip(points, pairs) if len(p.good) == len(p.bad)]
     return PairResult(len(pairs), total, wilson_interval(total, len(pairs)), _finish(by_type),
-                      _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length)
+                      _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length, (sum(equal), len(equal)))
 
 
 def read_pairs(path: PathLike) -> List[LikelihoodPair]:

@@ -68,6 +68,7 @@ asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
 tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
+tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's own ASR keeps one
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voice=flite:awb       # held-out voice of the spoken-LM pairs (never a training voice)
 results=RESULTS.md

@@ -158,7 +158,8 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     (exp / "score" / "slm_swuggy").mkdir(parents=True)
     (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
         {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2], "length_baseline": 55.0,
-         "vs_length_baseline": {"model_only": 4, "baseline_only": 2, "p": 0.6875}}))
+         "vs_length_baseline": {"model_only": 4, "baseline_only": 2, "p": 0.6875},
+         "equal_length": {"n_pairs": 3, "accuracy": 66.67, "ci95": [20.77, 93.85]}}))
     (exp / "timings.tsv").write_text("8\t100\ttrain\n9\t20\tdecode\n8\t90\ttrain\n")
     for name, rows in {"tts_test": [("synthesized", 80.0), ("real (ceiling)", 30.0)],
                        "tts_test_resynth": [("synthesized", 60.0)]}.items():
@@ -170,7 +171,8 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
     text = md.read_text()
     assert "hand-written notes stay" in text and "| test | beam 4 + CTC 0.3 | 4 | **12.50** |" in text
-    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 | 55.00 | 4 / 2 (p = 0.69) | 50.00 |" in text
+    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 | 55.00 | 4 / 2 (p = 0.69) | 66.67 [20.8-93.8] of 3 | 50.00 |" \
+        in text
     assert "| test | whisper | synthesized | 4 | **80.00** |" in text
     assert "| test | whisper | real (ceiling) | 4 | **30.00** |" in text
     assert "| test | whisper | resynthesized from real units (vocoder ceiling) | 4 | **60.00** |" in text
@@ -183,20 +185,35 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     assert text.index("replaced") < text.index("second")
 
 
+def _ablation_run(run, wer, acc, asr_loss=2.0):
+    _tb(run / "train" / "tb", {"train/loss/asr": [(10, asr_loss)], "valid/loss/tts": [(10, 3.25)]})
+    (run / "score" / "asr_test").mkdir(parents=True)
+    (run / "score" / "asr_test" / "summary.json").write_text(json.dumps({"error_rate": wer}))
+    if acc is not None:
+        (run / "score" / "slm_swuggy").mkdir(parents=True)
+        (run / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
+            {"n_pairs": 100, "accuracy": acc, "ci95": [51.2, 70.1]}))
+    return run
+
+
 def test_ablation_section_one_row_per_run(tmp_path):
-    runs = []
-    for name, wer, acc in (("dense", 40.0, 61.0), ("mamoe", 35.5, None)):
-        run = tmp_path / name
-        _tb(run / "train" / "tb", {"train/loss/asr": [(10, 2.0)], "valid/loss/tts": [(10, 3.25)]})
-        (run / "score" / "asr_test").mkdir(parents=True)
-        (run / "score" / "asr_test" / "summary.json").write_text(json.dumps({"error_rate": wer}))
-        if acc is not None:
-            (run / "score" / "slm_swuggy").mkdir(parents=True)
-            (run / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
-                {"n_pairs": 100, "accuracy": acc, "ci95": [51.2, 70.1]}))
-        runs.append((name, run))
+    runs = [("dense", _ablation_run(tmp_path / "dense", 40.0, 61.0)),
+            ("mamoe", _ablation_run(tmp_path / "mamoe", 35.5, None))]
     rows = [r for r in report.ablation_section(runs).splitlines() if r.startswith("| dense") or
             r.startswith("| mamoe")]
     assert len(rows) == 2
-    assert rows[0].split(" | ")[3:] == ["2.000 / - / -", "- / 3.250 / -", "40.0", "-", "61.00 [51.2-70.1] |"]
-    assert rows[1].endswith("| 35.5 | - | - |")
+    assert rows[0].split(" | ")[1:2] + rows[0].split(" | ")[4:] == [
+        "1", "2.000 / - / -", "- / 3.250 / -", "40.00", "-", "61.00 [51.2-70.1] |"]
+    assert rows[1].endswith("| 35.50 | - | - |")
+
+
+def test_ablation_section_averages_the_seeds_of_a_run(tmp_path):
+    runs = [("moe", _ablation_run(tmp_path / f"moe{k}", wer, acc, loss))
+            for k, (wer, acc, loss) in enumerate([(30.0, 55.0, 2.0), (34.0, 59.0, 2.5), (38.0, 57.0, 3.0)])]
+    runs.append(("dense", _ablation_run(tmp_path / "dense", 28.0, 56.0)))
+    table = report.ablation_section(runs).splitlines()
+    moe = next(r for r in table if r.startswith("| moe"))
+    # means and sample standard deviations over the 3 seeds; no CI for a mean
+    assert moe.split(" | ")[1] == "3" and "2.500 ± 0.500 / - / -" in moe
+    assert moe.endswith("| 34.00 ± 4.00 | - | 57.00 ± 2.00 |")
+    assert [r.split(" | ")[0] for r in table if r.startswith("| ") and "---" not in r][1:] == ["| moe", "| dense"]

@@ -105,6 +105,25 @@ def test_joint_rescoring_picks_the_best_joint_candidate(setup):
     assert hyp == tok.decode(list(cands[int(joint.argmax())]))
 
 
+def test_score_is_the_joint_score_of_the_given_text(setup):
+    tok, model, tpl, features = setup
+    entries, texts = [{"id": "a"}, {"id": "b"}], ["the cat", "a dog"]
+    for w in (0.0, 0.5):
+        dec = ASRDecoder(model, tpl, features=features, ctc_weight=w)
+        batch = dec._prompt_batch(entries)
+        log_probs, lengths = dec._ctc_log_probs(batch)
+        want = []
+        for i, text in enumerate(texts):
+            cand = [tuple(tok.encode(text))]
+            ctc = ASRDecoder._ctc_scores(log_probs[i], int(lengths[i]), cand)[0]
+            lm = dec._lm_scores(batch, i, cand)[0]
+            assert torch.isfinite(ctc)
+            want.append(lm if w == 0 else (1 - w) * lm + w * ctc)
+        assert dec.score(entries, texts).tolist() == pytest.approx(torch.stack(want).tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match="2 entries but 1 texts"):
+        dec.score(entries, texts[:1])
+
+
 def test_ctc_decoding_needs_a_ctc_head(setup):
     tok, model, tpl, features = setup
     plain = MoSTForCausalLM(MoSTConfig.from_dict({**model.config.to_dict(), "audio_ctc_weight": 0.0}))

@@ -59,6 +59,21 @@ def test_tts_writes_wavs_and_judge_manifest(tmp_path):
         assert s["real_audio"] == str(tmp_path / "tts" / "real" / f"{s['id'].replace('/', '_')}.wav")
 
 
+def test_tts_best_of_n_ranks_with_the_models_own_asr(tmp_path):
+    export = tiny_export(tmp_path)
+    m = manifest(tmp_path, 2)
+    main(["tts", str(export), "--manifest", str(m), "--data-root", str(tmp_path), "--out-dir",
+          str(tmp_path / "tts"), "--temperature", "1.0", "--candidates", "3"])
+    units = read(tmp_path / "tts/units.jsonl")
+    assert [u["id"] for u in units] == ["spk/utt0", "spk/utt1"]
+    assert all(isinstance(u["rerank_score"], float) and u["rerank_score"] < 0 for u in units if u["units"])
+    settings = json.loads((tmp_path / "tts/decoding.json").read_text())
+    assert settings["candidates"] == 3 and settings["rerank_ctc_weight"] == 0.0
+    with pytest.raises(SystemExit, match="CTC head"):
+        main(["tts", str(export), "--manifest", str(m), "--data-root", str(tmp_path), "--out-dir",
+              str(tmp_path / "tts2"), "--candidates", "2", "--rerank-ctc-weight", "0.5"])
+
+
 def test_tts_synth_manifest_is_scored_with_its_real_audio(tmp_path, monkeypatch):
     export = tiny_export(tmp_path)
     main(["tts", str(export), "--manifest", str(manifest(tmp_path, 2)), "--data-root", str(tmp_path),

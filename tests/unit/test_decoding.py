@@ -51,6 +51,21 @@ def test_asr_from_units_same_with_and_without_cache_and_batched(setup):
     assert torch.equal(a, b)
 
 
+def test_score_of_unit_input_is_padding_free_teacher_forcing(setup):
+    tok, model, _ = setup
+    tpl = TaskTemplates(tok, TemplateConfig(speech_input="units"))
+    dec = ASRDecoder(model, tpl)
+    entries, texts = unit_entries(2), ["the cat sat", "a dog ran in the park"]
+    scores = dec.score(entries, texts)
+    for entry, text, score in zip(entries, texts, scores):
+        ex = tpl.build("asr", {**entry, "text": text})  # prompt + text + eos, labels on text + eos
+        with torch.no_grad():
+            logp = model(torch.tensor([ex.input_ids])).logits[0, :-1].log_softmax(-1)
+        labelled = [(k - 1, t) for k, t in enumerate(ex.labels) if t != -100]
+        assert float(score) == pytest.approx(sum(float(logp[k, t]) for k, t in labelled), abs=1e-3)
+    assert dec.score(entries[1:], texts[1:]).tolist() == pytest.approx(scores[1:].tolist(), abs=1e-4)
+
+
 def test_asr_beam_search_runs_on_the_latent_cache(setup):
     tok, model, _ = setup
     tpl = TaskTemplates(tok, TemplateConfig(speech_input="units"))
@@ -137,6 +152,41 @@ def test_tts_stream_yields_chunks_of_the_same_units(setup):
     full = vocoder.synthesize([units], km_tag="test-km")[0]
     assert sum(c.numel() for c in chunks) == full.numel()
     assert tts.synthesize(["hello world how are you"])[0].numel() == full.numel()
+
+
+class LongestWins:
+    """A stand-in ranker that prefers longer audio; records what it was asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    def scores(self, text, wavs):
+        self.calls.append((text, [w.numel() for w in wavs]))
+        return torch.tensor([float(w.numel()) for w in wavs])
+
+
+def test_tts_best_of_n_keeps_the_rankers_choice_among_the_samples(setup):
+    tok, model, vocoder = setup
+    texts = ["a dog ran", "hello world how are you"]
+    sampling = SamplingConfig(temperature=1.0, seed=7)
+    ranker = LongestWins()
+    best = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km", sampling=sampling,
+                      num_candidates=4, reranker=ranker, batch_size=8)
+    units, wavs, scores = best.synthesize_with_units(texts)
+    # the candidates are the samples of one generation batch holding each text 4 times
+    samples = TTSDecoder(model, TaskTemplates(tok), sampling=sampling, batch_size=8).generate_units(
+        [t for t in texts for _ in range(4)])
+    assert [text for text, _ in ranker.calls] == texts
+    for i in range(2):
+        cands = samples[4 * i:4 * i + 4]
+        lengths = [vocoder.synthesize([c or [0]], km_tag="test-km")[0].numel() if c else 0 for c in cands]
+        assert ranker.calls[i][1] == lengths
+        assert units[i] == cands[lengths.index(max(lengths))] and wavs[i].numel() == max(lengths) == scores[i]
+    assert len(set(map(tuple, samples[:4]))) > 1  # sampling gave the ranker a real choice
+    one = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km", sampling=sampling)
+    assert one.synthesize_with_units(texts)[2] == [None, None]
+    with pytest.raises(ValueError, match="needs a reranker"):
+        TTSDecoder(model, TaskTemplates(tok), num_candidates=2)
 
 
 def test_tts_refuses_vocoder_of_another_km_tag(setup):

@@ -103,6 +103,11 @@ def test_length_baseline_prefers_the_shorter_item():
     longer = evaluate_pairs(pairs, lambda seqs: [float(len(s)) for s in seqs])
     assert longer.vs_length == (1, 2) and longer.summary()["vs_length_baseline"] == {
         "model_only": 1, "baseline_only": 2, "p": 1.0}
+    # only pair c has two items of one length: the length effect cannot decide it
+    assert longer.equal_length == (0.5, 1) and longer.summary()["equal_length"] == {
+        "n_pairs": 1, "accuracy": 50.0, "ci95": [round(100 * x, 2) for x in wilson_interval(0.5, 1)]}
+    unequal = evaluate_pairs(pairs[:2], lambda seqs: [float(len(s)) for s in seqs])
+    assert unequal.summary()["equal_length"] == {"n_pairs": 0, "accuracy": None, "ci95": None}
 
 
 def test_sign_test_matches_the_binomial_tail():

@@ -3,15 +3,19 @@
 # shared expert (hparams/ablation_*.yaml; each file explains how the activated compute per token is matched).
 # Reuses the mini run's data (stages 0-7 of `run.sh --mini true`, run here first if missing), trains each
 # variant for the same number of steps, decodes and scores ASR and the spoken-LM pairs, and writes the
-# "ablation" section of RESULTS.md.
+# "ablation" section of RESULTS.md. With several --seeds every variant is trained once per seed (the seed
+# sets the initialisation and the batch order) and the table gives means ± standard deviations.
 #
-#   bash local/ablation.sh [--epochs 3] [--variants "dense moe mamoe mamoe_noshared"] [any run.sh option]
+#   bash local/ablation.sh [--epochs 3] [--seeds "1986 1987 1988"] [--variants "dense moe mamoe mamoe_noshared"]
+#       [any run.sh option; --train_args "..." is added after this script's own overrides]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../tools/recipe_utils.sh
 
 epochs=3                  # x steps_per_epoch (200) optimizer steps per variant (RESULTS.md: 3)
 variants="dense moe mamoe mamoe_noshared"
+seeds=1986                # one or more training seeds (the hparams' default is 1986)
+train_args=
 expdir=exp
 results=RESULTS.md
 evals="asr slm"
@@ -19,19 +23,25 @@ rest=()
 # our own options first; everything else goes to run.sh
 while [ $# -gt 0 ]; do
   case "$1" in
-    --epochs|--variants|--expdir|--results|--evals) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
+    --epochs|--variants|--seeds|--train_args|--expdir|--results|--evals) printf -v "${1#--}" '%s' "$2"; shift 2 ;;
     *) rest+=("$1"); shift ;;
   esac
 done
 
 bash run.sh --mini true --expdir "$expdir" --stage 0 --stop_stage 7 "${rest[@]}"
+read -r -a seed_list <<< "$seeds"
 runs=()
 for v in $variants; do
-  log "ablation: $v"
-  bash run.sh --mini true --expdir "$expdir" --stage 8 --stop_stage 10 --hparams "hparams/ablation_$v.yaml" \
-    --tag "ablation/$v" --evals "$evals" --train_args "--number_of_epochs=$epochs" "${rest[@]}"
-  runs+=(--run "$v=$expdir/ablation/$v")
+  for seed in "${seed_list[@]}"; do
+    tag=ablation/$v
+    [ "${#seed_list[@]}" -gt 1 ] && tag=ablation/$v/seed$seed
+    log "ablation: $v, seed $seed"
+    bash run.sh --mini true --expdir "$expdir" --stage 8 --stop_stage 10 --hparams "hparams/ablation_$v.yaml" \
+      --tag "$tag" --evals "$evals" --train_args "--number_of_epochs=$epochs --seed=$seed $train_args" "${rest[@]}"
+    runs+=(--run "$v=$expdir/$tag")
+  done
 done
 python3 -m most_speech.recipes.report ablation "${runs[@]}" --results "$results" --section ablation \
-  --title "Ablation at equal activated compute (mini corpus, $epochs x 200 steps each)" --notes local/ablation_notes.md
+  --title "Ablation at equal activated compute (mini corpus, $epochs x 200 steps each, seeds $seeds)" \
+  --notes local/ablation_notes.md
 log "ablation table written to $results"
