@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -146,7 +147,8 @@ def _cmd_tts(args, loaded):
             path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
             save_audio(path, wav, loaded.vocoder.sample_rate)
             units_rows.append({"id": row["id"], "units": u, "km_tag": loaded.info.km_tag,
-                               **({"rerank_score": score} if score is not None else {})})
+                               **({"rerank_score": score if math.isfinite(score) else None}
+                                  if score is not None else {})})
             synth_rows.append({"id": row["id"], "audio": str(path.resolve()), "text": row["text"],
                                **({"real_audio": real[row["id"]]} if row["id"] in real else {})})
     write_jsonl(out_dir / "units.jsonl", units_rows)

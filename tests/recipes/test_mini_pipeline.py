@@ -40,6 +40,9 @@ def test_mini_pipeline_end_to_end(tmp_path):
     assert asr["n_utts"] == 4 and asr["error_rate"] >= 0
     tts = json.loads((exp / "score" / "tts_test_clean" / "summary.json").read_text())
     assert {r["audio"] for r in tts} == {"synthesized", "real (ceiling)"} and all(r["n_utts"] == 2 for r in tts)
+    # the mini run's TTS is best of 4, ranked by the model's own joint CTC/attention ASR score
+    settings = json.loads((exp / "decode" / "tts_test_clean" / "decoding.json").read_text())
+    assert settings["candidates"] == 4 and settings["rerank_ctc_weight"] == 0.7
     slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
     assert slm["n_pairs"] == 4 and 0 <= slm["accuracy"] <= 100
     results = (tmp_path / "RESULTS.md").read_text()
