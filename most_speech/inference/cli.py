@@ -36,11 +36,15 @@ def synthesize_main(argv=None) -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--candidates", type=int, default=1,
+                   help="best-of-N: sample N unit sequences, keep the one the model's own ASR scores highest")
+    p.add_argument("--rerank-ctc-weight", type=float, default=0.0, help="CTC weight of that ASR score")
     a = p.parse_args(argv)
     if (a.text is None) == (a.texts is None):
         p.error("give either a text or --texts FILE")
     from .interfaces import MoSTTTS
-    tts = MoSTTTS.from_pretrained(a.export, sampling=SamplingConfig(a.temperature, a.top_k, a.top_p, a.seed))
+    tts = MoSTTTS.from_pretrained(a.export, sampling=SamplingConfig(a.temperature, a.top_k, a.top_p, a.seed),
+                                  num_candidates=a.candidates, rerank_ctc_weight=a.rerank_ctc_weight)
     if a.text is not None:
         save_audio(a.out, tts.synthesize(a.text), tts.sample_rate)
         print(a.out)

@@ -22,6 +22,7 @@ from ..audio.kmeans import KMeansQuantizer, dedup
 from ..data.templates import TaskTemplates, TemplateConfig
 from ..decoding.asr import ASRDecoder
 from ..decoding.generation import SamplingConfig
+from ..decoding.rerank import SelfASRReranker
 from ..decoding.spoken_qa import SpokenQADecoder
 from ..decoding.tts import TTSDecoder
 from ..text.tokenizer import MoSTTokenizer
@@ -100,15 +101,26 @@ class MoSTASR:
 
 
 class MoSTTTS:
-    """Speech synthesis with a MoST export (needs its vocoder). ``synthesize(text) -> 1-D waveform``."""
+    """Speech synthesis with a MoST export (needs its vocoder). ``synthesize(text) -> 1-D waveform``.
 
-    def __init__(self, loaded: _Loaded, sampling: Optional[SamplingConfig] = None):
+    ``num_candidates > 1`` decodes best-of-N: N sampled unit sequences per text, the one the model's own ASR
+    scores highest is kept (:mod:`most_speech.decoding.rerank`; ``rerank_ctc_weight`` as ASR's joint weight,
+    for models with a CTC head).
+    """
+
+    def __init__(self, loaded: _Loaded, sampling: Optional[SamplingConfig] = None, num_candidates: int = 1,
+                 rerank_ctc_weight: float = 0.0):
         if loaded.vocoder is None:
             raise ValueError(f"{loaded.dir}: the export has no vocoder; TTS needs one")
         self.loaded = loaded
         self.sample_rate = loaded.vocoder.sample_rate
+        reranker = None
+        if num_candidates > 1:
+            asr = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, ctc_weight=rerank_ctc_weight)
+            reranker = SelfASRReranker(asr, loaded.entries, loaded.vocoder.sample_rate)
         self.decoder = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
-                                  sampling=sampling, unit_rate=loaded.info.unit_rate)
+                                  sampling=sampling, unit_rate=loaded.info.unit_rate, num_candidates=num_candidates,
+                                  reranker=reranker)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu", **kwargs) -> "MoSTTTS":

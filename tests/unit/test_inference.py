@@ -9,6 +9,7 @@ import torch
 from most_speech.audio.kmeans import KMeansQuantizer
 from most_speech.inference.cli import export_main, synthesize_main, transcribe_main
 from most_speech.inference.export import ExportInfo, export_model
+from most_speech.decoding.generation import SamplingConfig
 from most_speech.inference.interfaces import MoSTASR, MoSTChat, MoSTTTS
 from most_speech.models import MoSTConfig, MoSTForCausalLM
 from most_speech.text.tokenizer import MoSTTokenizer, train_sentencepiece
@@ -60,6 +61,11 @@ def test_tts_and_chat_interfaces(tmp_path):
     tts = MoSTTTS.from_pretrained(export)
     wav = tts.synthesize("hello there")
     assert wav.ndim == 1 and wav.numel() > 0 and tts.sample_rate == 16000
+    best = MoSTTTS.from_pretrained(export, sampling=SamplingConfig(temperature=1.0, seed=2), num_candidates=3)
+    units, wavs, scores = best.decoder.synthesize_with_units(["hello there"])
+    # the ranker is the export's own model in its ASR role; the reported score is the kept audio's
+    assert best.decoder.reranker.asr.model is best.loaded.model
+    assert scores[0] == float(best.decoder.reranker.scores("hello there", wavs).max())
     chat = MoSTChat.from_pretrained(export, max_new_tokens=3)
     assert isinstance(chat.chat("hello there"), str)
     spoken = chat.chat(write_wav(tmp_path / "q.wav"), speak=True)
@@ -75,6 +81,8 @@ def test_clis(tmp_path, capsys):
     synthesize_main([str(export), "the cat", "-o", str(tmp_path / "out.wav"), "--seed", "1"])
     data, sr = sf.read(tmp_path / "out.wav")
     assert sr == 16000 and len(data) > 0
+    synthesize_main([str(export), "the cat", "-o", str(tmp_path / "best.wav"), "--seed", "1", "--candidates", "3"])
+    assert sf.read(tmp_path / "best.wav")[1] == 16000
 
 
 def test_missing_export_manifest_is_explained(tmp_path):
