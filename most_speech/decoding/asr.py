@@ -173,8 +173,6 @@ class ASRDecoder:
 
     def _lm_scores(self, batch, i: int, cands) -> torch.Tensor:
         """log P_lm(candidate + eos | prompt of utterance i), teacher-forced in one forward."""
-        if batch.audio_features is None:  # unit input: the speech is in the token prompt
-            return self._token_lm_scores(batch, i, cands)
         prompt = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
         rows = [prompt + list(c) + [self.tokenizer.eos_id] for c in cands]
         width = max(map(len, rows))
@@ -184,29 +182,20 @@ class ASRDecoder:
             ids[k, :len(r)] = torch.tensor(r, device=ids.device)
             labels[k, len(prompt):len(r)] = ids[k, len(prompt):len(r)]
         mask = (labels != -100) | (torch.arange(width, device=ids.device)[None, :] < len(prompt))
-        n = int(batch.audio_feature_lengths[i])
-        feats = batch.audio_features[i:i + 1, :n].expand(len(rows), -1, -1)
-        spliced = self.model.splice_audio(ids, feats, batch.audio_feature_lengths[i:i + 1].expand(len(rows)),
-                                          mask.long(), labels)
-        logits = self.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                            position_ids=spliced.position_ids, modality_ids=spliced.modality_ids).logits
+        if batch.audio_features is None:  # unit input: the speech is in the token prompt
+            logits = self.model(input_ids=ids, attention_mask=mask.long()).logits
+        else:
+            n = int(batch.audio_feature_lengths[i])
+            feats = batch.audio_features[i:i + 1, :n].expand(len(rows), -1, -1)
+            spliced = self.model.splice_audio(ids, feats, batch.audio_feature_lengths[i:i + 1].expand(len(rows)),
+                                              mask.long(), labels)
+            logits = self.model(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                                position_ids=spliced.position_ids, modality_ids=spliced.modality_ids).logits
+            labels = spliced.labels
         logp = logits[:, :-1].float().log_softmax(-1)
-        target = spliced.labels[:, 1:]
+        target = labels[:, 1:]
         picked = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * (target != -100)
         return picked.sum(-1).cpu()
-
-    def _token_lm_scores(self, batch, i: int, cands) -> torch.Tensor:
-        prompt = batch.input_ids[i][batch.attention_mask[i].bool()].tolist()
-        rows = [prompt + list(c) + [self.tokenizer.eos_id] for c in cands]
-        ids = left_pad(rows, self.tokenizer.pad_id).to(batch.input_ids.device)
-        logp = self.model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits[:, :-1].float()
-        logp = logp.log_softmax(-1)
-        scores = []
-        for k, r in enumerate(rows):
-            n = len(r) - len(prompt)  # the candidate + eos: the last n positions of the left-padded row
-            target = ids.input_ids[k, -n:]
-            scores.append(logp[k, -n:].gather(-1, target[:, None])[:, 0].sum())
-        return torch.stack(scores).cpu()
 
     def _until_eos(self, ids: List[int]) -> List[int]:
         eos = self.tokenizer.eos_id

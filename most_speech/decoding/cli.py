@@ -164,12 +164,11 @@ def _self_asr_reranker(args, loaded):
     """The best-of-N ranker of ``--candidates``: the export's model in its ASR role (None for one candidate)."""
     if args.candidates == 1:
         return None
-    from .asr import ASRDecoder
     from .rerank import SelfASRReranker
-    if args.rerank_ctc_weight > 0 and getattr(loaded.model, "audio_ctc_head", None) is None:
-        raise SystemExit(f"{args.export}: --rerank-ctc-weight needs a model with a CTC head; pass 0")
-    asr = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, ctc_weight=args.rerank_ctc_weight)
-    return SelfASRReranker(asr, loaded.entries, loaded.vocoder.sample_rate)
+    try:
+        return SelfASRReranker.for_export(loaded, args.rerank_ctc_weight)
+    except ValueError as err:  # ASRDecoder refuses a CTC weight the model has no head for
+        raise SystemExit(f"{args.export}: --rerank-ctc-weight: {err}") from None
 
 
 def _cmd_resynth(args, loaded):

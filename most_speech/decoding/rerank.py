@@ -14,6 +14,8 @@ from typing import Callable, List, Sequence
 import torch
 import torchaudio
 
+from .asr import ASRDecoder
+
 #: sample rate of the audio the model's front-end reads
 FRONTEND_SAMPLE_RATE = 16000
 
@@ -43,6 +45,12 @@ class SelfASRReranker:
         self.asr = asr
         self.to_entries = to_entries
         self.sample_rate = sample_rate
+
+    @classmethod
+    def for_export(cls, loaded, ctc_weight: float = 0.0) -> "SelfASRReranker":
+        """The ranker of a loaded export: its model as the ASR (``ctc_weight > 0`` needs a CTC head)."""
+        asr = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, ctc_weight=ctc_weight)
+        return cls(asr, loaded.entries, loaded.vocoder.sample_rate)
 
     def scores(self, text: str, wavs: Sequence[torch.Tensor]) -> torch.Tensor:
         """``log P(text | wav)`` per candidate; empty or too short candidates get -inf."""

@@ -114,10 +114,7 @@ class MoSTTTS:
             raise ValueError(f"{loaded.dir}: the export has no vocoder; TTS needs one")
         self.loaded = loaded
         self.sample_rate = loaded.vocoder.sample_rate
-        reranker = None
-        if num_candidates > 1:
-            asr = ASRDecoder(loaded.model, loaded.templates, features=loaded.features, ctc_weight=rerank_ctc_weight)
-            reranker = SelfASRReranker(asr, loaded.entries, loaded.vocoder.sample_rate)
+        reranker = SelfASRReranker.for_export(loaded, rerank_ctc_weight) if num_candidates > 1 else None
         self.decoder = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
                                   sampling=sampling, unit_rate=loaded.info.unit_rate, num_candidates=num_candidates,
                                   reranker=reranker)

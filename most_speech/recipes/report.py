@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import shutil
+import statistics
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -231,11 +232,10 @@ def _mean_sd(values: Sequence[float], digits: int) -> str:
     """``mean`` of one value, ``mean ± sd`` (sample standard deviation) of several, ``-`` of none."""
     if not values:
         return "-"
-    mean = sum(values) / len(values)
+    mean = statistics.mean(values)
     if len(values) == 1:
         return f"{mean:.{digits}f}"
-    sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _run_figures(run: Path) -> dict:
