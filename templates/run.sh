@@ -65,7 +65,7 @@ tts_limit=100
 tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
 tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's own ASR keeps one
 judge=whisper
-slm_voice=flite:awb
+slm_voices="flite:awb espeak-ng:en-us+steph2 espeak-ng:en-gb+m6 espeak-ng:en-us+quincy"   # held-out voices of the spoken-LM pairs (test-split voices, never training ones)
 results=RESULTS.md
 evals="asr tts"
 

@@ -135,11 +135,14 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"
   fi
-  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, both spoken by a held-out voice
+  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, each pair spoken by every held-out voice
   if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
-    if [ ! -f "$datadir/slm_swuggy/pairs.csv" ]; then
-      python3 -m most_speech.recipes.mini words --limit "$slm_num_words" --out "$datadir/slm_swuggy/words.txt"
-      most-score build-swuggy --words "$datadir/slm_swuggy/words.txt" --voice "$slm_voice" --out "$datadir/slm_swuggy"
+    slm_dir=$datadir/slm_swuggy
+    if [ ! -f "$slm_dir/pairs.csv" ] || [ "$(cat "$slm_dir/voices.txt" 2>/dev/null)" != "$slm_voices" ]; then
+      python3 -m most_speech.recipes.mini words --limit "$slm_num_words" --out "$slm_dir/words.txt"
+      # shellcheck disable=SC2086  # one argument per voice
+      most-score build-swuggy --words "$slm_dir/words.txt" --voice $slm_voices --out "$slm_dir"
+      echo "$slm_voices" > "$slm_dir/voices.txt"
     fi
     most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
       --out "$exp/decode/slm_swuggy/pairs.jsonl"

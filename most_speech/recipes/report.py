@@ -162,8 +162,9 @@ def _slm_rows(score_dir: Path) -> List[str]:
         eq = s.get("equal_length") or {}
         eq = "-" if not eq.get("n_pairs") else \
             f"{eq['accuracy']:.2f} [{eq['ci95'][0]:.1f}-{eq['ci95'][1]:.1f}] of {eq['n_pairs']}"
+        voices = " · ".join(f"{v.split(':')[-1]} {r['accuracy']:.1f}" for v, r in (s.get("per_voice") or {}).items())
         rows.append(f"| {summary.parent.name[4:]} | {s['n_pairs']} | **{s['accuracy']:.2f}** | "
-                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {base} | {vs} | {eq} | 50.00 |")
+                    f"{s['ci95'][0]:.2f} - {s['ci95'][1]:.2f} | {voices or '-'} | {base} | {vs} | {eq} | 50.00 |")
     return rows
 
 
@@ -181,20 +182,22 @@ def results_section(exp_dir, image_name: Optional[str] = None, title: str = "Res
         ("TTS intelligibility: the judge's WER on the synthesized speech, and on the corpus's own recordings "
          "of the same sentences (the judge's floor)", "| test set | judge | audio | utts | WER % | CER % |",
          "|---|---|---|---:|---:|---:|", _tts_rows(score)),
-        ("Spoken-LM likelihood pairs (accuracy %, 95 % Wilson CI; chance is 50 %; the length baseline picks "
+        ("Spoken-LM likelihood pairs (accuracy %, 95 % Wilson CI, pooled over the held-out voices that speak "
+         "every pair; per voice: each voice alone; chance is 50 %; the length baseline picks "
          "the item with fewer units, which a summed log-probability also favours; model-only / baseline-only: "
          "pairs only the model or only the baseline gets right, with the sign test's p; equal length: the "
          "accuracy over the pairs whose two items have the same number of units, where length cannot decide)",
-         "| pair set | pairs | accuracy % | 95 % CI | length baseline % | model-only / baseline-only "
+         "| pair set | pairs | accuracy % | 95 % CI | per voice % | length baseline % | model-only / baseline-only "
          "| equal length % [CI] of pairs | chance |",
-         "|---|---:|---:|---|---:|---|---|---:|", _slm_rows(score)),
+         "|---|---:|---:|---|---|---:|---|---|---:|", _slm_rows(score)),
     ]
     for caption, head, rule, rows in tables:
         if rows:
             out += [f"**{caption}**", "", head, rule, *rows, ""]
     timings = _timings(exp / "timings.tsv")
     if timings:
-        out += ["**Wall time per stage** (longest run of each stage)", "", "| stage | what | seconds |", "|---:|---|---:|"]
+        out += ["**Wall time per stage** (longest run of each stage)", "",
+                "| stage | what | seconds |", "|---:|---|---:|"]
         out += [f"| {n} | {title} | {sec} |" for n, sec, title in timings]
         out += [f"| | total | {sum(int(sec) for _, sec, _ in timings)} |", ""]
     loss_tags = sorted(t for t in curves if re.fullmatch(r"(train|valid)/loss/\w+", t))

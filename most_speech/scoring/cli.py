@@ -5,9 +5,9 @@ Subcommands::
     most-score wer --ref REF --hyp HYP --out DIR [--unit word|char] [--strict]
     most-score intelligibility --manifest M.jsonl --judge whisper [--judge pocketsphinx] --out DIR
     most-score slm --pairs PAIRS.jsonl --model HF_DIR --out DIR [--normalize] [--bos-id N]
-    most-score build-sblimp --blimp blimp.jsonl --out DIR [--max-per-paradigm N] [--voice SPEC]
-    most-score build-swuggy --out DIR [--words FILE] [--voice SPEC]
-    most-score build-storycloze --stories S.jsonl --out DIR [--voice SPEC]
+    most-score build-sblimp --blimp blimp.jsonl --out DIR [--max-per-paradigm N] [--voice SPEC [SPEC ...]]
+    most-score build-swuggy --out DIR [--words FILE] [--voice SPEC [SPEC ...]]
+    most-score build-storycloze --stories S.jsonl --out DIR [--voice SPEC [SPEC ...]]
     most-score build-qa --questions test.json --out DIR [--limit N] [--voice SPEC]
     most-score qa --questions Q --pred P --out DIR            (text answers)
     most-score qa --questions Q --answer-audio A --judge whisper --out DIR   (spoken answers)
@@ -128,8 +128,12 @@ def _write_json(path: Path, obj) -> None:
     atomic_write_json(path, obj)
 
 
-def _add_voice(p) -> None:
-    p.add_argument("--voice", default="espeak-ng:en-us", help="TTS voice spec (espeak-ng:VOICE or flite:VOICE)")
+def _add_voice(p, several: bool = False) -> None:
+    if several:
+        p.add_argument("--voice", nargs="+", default=["espeak-ng:en-us"], metavar="SPEC",
+                       help="TTS voice spec(s) (espeak-ng:VOICE or flite:VOICE); several: every pair by each voice")
+    else:
+        p.add_argument("--voice", default="espeak-ng:en-us", help="TTS voice spec (espeak-ng:VOICE or flite:VOICE)")
     p.add_argument("--overwrite", action="store_true", help="re-synthesize existing wav files")
 
 
@@ -172,20 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paradigm", action="append", help="BLiMP UID to keep (repeatable; default all)")
     p.add_argument("--max-per-paradigm", type=int, default=None)
     p.add_argument("--out", required=True)
-    _add_voice(p)
+    _add_voice(p, several=True)
     p.set_defaults(func=_cmd_build_sblimp)
 
     p = sub.add_parser("build-swuggy", help="synthesize word / pseudoword pairs (sWUGGY-style)")
     p.add_argument("--words", default=None, help="word list (default: the shipped list)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    _add_voice(p)
+    _add_voice(p, several=True)
     p.set_defaults(func=_cmd_build_swuggy)
 
     p = sub.add_parser("build-storycloze", help="synthesize story pairs (sStoryCloze-style)")
     p.add_argument("--stories", required=True, help='JSONL {"id","context","good_ending","bad_ending"}')
     p.add_argument("--out", required=True)
-    _add_voice(p)
+    _add_voice(p, several=True)
     p.set_defaults(func=_cmd_build_storycloze)
 
     p = sub.add_parser("build-qa", help="synthesize spoken questions (WebQuestions format)")

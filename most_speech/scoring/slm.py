@@ -5,6 +5,8 @@ story ending), each a sequence of unit or token ids. The model is right when it 
 log-probability; a tie counts one half (the ZeroSpeech 2021 convention). Accuracy comes with a 95% Wilson score
 interval and with the accuracy of the *length baseline* (the shorter item wins): a summed log-probability
 favours shorter sequences, so a model has learned something about the pairs only where it beats that baseline.
+A pair set spoken by several voices holds one pair per (id, voice); accuracy is pooled over all of them and
+broken down per voice, because one voice's figure can sit several points off the others by chance.
 
 Scoring is pluggable: ``score_fn(list_of_id_sequences) -> list[float]`` log-probabilities. For pairs with a
 shared ``prompt`` (a story context), the sequences are ``prompt + item`` and ``score_fn`` is called with a
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -36,7 +38,7 @@ ScoreFn = Callable[..., Sequence[float]]
 
 @dataclass
 class LikelihoodPair:
-    """One minimal pair of id sequences; ``group`` is e.g. the BLiMP paradigm."""
+    """One minimal pair of id sequences; ``group`` is e.g. the BLiMP paradigm, ``voice`` who spoke it."""
 
     id: str
     good: List[int]
@@ -44,17 +46,24 @@ class LikelihoodPair:
     type: str = "lexical"
     group: str = ""
     prompt: List[int] = field(default_factory=list)
+    voice: str = ""
+
+    @property
+    def key(self) -> str:
+        """Unique within a pair set: ``id``, or ``voice/id`` when the set is spoken by several voices."""
+        return f"{self.voice}/{self.id}" if self.voice else self.id
 
 
 @dataclass
 class PairResult:
-    """Accuracy over pairs with its 95% Wilson interval, per pair type and per group.
+    """Accuracy over pairs with its 95% Wilson interval, per pair type, per group and per voice.
 
     ``length_baseline`` is the accuracy of preferring the shorter item (ties 1/2), a fraction like
     :attr:`accuracy`; ``vs_length`` counts the pairs the model gets right where that baseline is wrong and
     the reverse, and :attr:`length_p` is the two-sided sign-test p-value of the difference.
     ``equal_length`` is (points, pairs) over the pairs whose two items have the same length, where the
-    length effect of a summed log-probability cannot decide.
+    length effect of a summed log-probability cannot decide. ``pair_scores`` is keyed by
+    :attr:`LikelihoodPair.key`.
     """
 
     n: int
@@ -66,6 +75,7 @@ class PairResult:
     length_baseline: float = float("nan")
     vs_length: Tuple[int, int] = (0, 0)
     equal_length: Tuple[float, int] = (0.0, 0)
+    per_voice: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
     @property
     def length_p(self) -> float:
@@ -83,7 +93,7 @@ class PairResult:
                 "vs_length_baseline": {"model_only": self.vs_length[0], "baseline_only": self.vs_length[1],
                                        "p": round(self.length_p, 4)},
                 "equal_length": self._equal_length_summary(), "per_type": self.per_type,
-                "per_group": self.per_group}
+                "per_group": self.per_group, "per_voice": self.per_voice}
 
     def _equal_length_summary(self) -> Dict[str, object]:
         points, n = self.equal_length
@@ -260,27 +270,33 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
         scores = list(score_fn(seqs))
     if len(scores) != len(seqs):
         raise RuntimeError(f"score_fn returned {len(scores)} scores for {len(seqs)} sequences")
-    by_type, by_group = defaultdict(lambda: [0.0, 0]), defaultdict(lambda: [0.0, 0])
+    repeated = sorted(k for k, n in Counter(p.key for p in pairs).items() if n > 1)
+    if repeated:
+        raise ValueError(f"duplicate pair ids (per voice): {repeated[:5]}")
+    by_type, by_group, by_voice = (defaultdict(lambda: [0.0, 0]) for _ in range(3))
     points, pair_scores = [], {}
     for i, p in enumerate(pairs):
         good, bad = float(scores[i]), float(scores[i + len(pairs)])
         point = _point(good, bad)
         points.append(point)
-        pair_scores[p.id] = (good, bad)
+        pair_scores[p.key] = (good, bad)
         _accumulate(by_type, p.type, point)
         if p.group:
             _accumulate(by_group, p.group, point)
+        if p.voice:
+            _accumulate(by_voice, p.voice, point)
     total = sum(points)
     length = [_point(-len(p.good), -len(p.bad)) for p in pairs]
     vs_length = (sum(m == 1 and b == 0 for m, b in zip(points, length)),
                  sum(m == 0 and b == 1 for m, b in zip(points, length)))
     equal = [pt for pt, p in zip(points, pairs) if len(p.good) == len(p.bad)]
     return PairResult(len(pairs), total, wilson_interval(total, len(pairs)), _finish(by_type),
-                      _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length, (sum(equal), len(equal)))
+                      _finish(by_group), pair_scores, sum(length) / len(pairs), vs_length, (sum(equal), len(equal)),
+                      _finish(by_voice))
 
 
 def read_pairs(path: PathLike) -> List[LikelihoodPair]:
-    """Read pairs from JSONL: ``{"id", "good": [ids], "bad": [ids], "type", "group", "prompt": [ids]}``.
+    """Read pairs from JSONL: ``{"id", "good": [ids], "bad": [ids], "type", "group", "prompt": [ids], "voice"}``.
 
     Examples
     --------
@@ -299,7 +315,7 @@ def read_pairs(path: PathLike) -> List[LikelihoodPair]:
             raise ValueError(f"{path}: pair {row['id']!r} has an empty good or bad sequence")
         pairs.append(LikelihoodPair(str(row["id"]), [int(x) for x in row["good"]], [int(x) for x in row["bad"]],
                                     row.get("type", "lexical"), row.get("group", ""),
-                                    [int(x) for x in row.get("prompt", [])]))
+                                    [int(x) for x in row.get("prompt", [])], row.get("voice", "")))
     return pairs
 
 
@@ -320,5 +336,7 @@ def write_pairs(path: PathLike, pairs: Sequence[LikelihoodPair]):
         row = {"id": p.id, "type": p.type, "group": p.group, "good": list(p.good), "bad": list(p.bad)}
         if p.prompt:
             row["prompt"] = list(p.prompt)
+        if p.voice:
+            row["voice"] = p.voice
         lines.append(json.dumps(row))
     return atomic_write_text(path, "\n".join(lines) + "\n")

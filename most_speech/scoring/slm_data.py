@@ -3,9 +3,10 @@ s/tStoryCloze from stories, synthesized with local TTS into a ZeroSpeech-like la
 
 Layout written by :func:`build_audio_pairs` under ``out_dir``::
 
-    wav/<id>_good.wav  wav/<id>_bad.wav      16 kHz mono
-    pairs.csv                                id,type,group,good_path,bad_path,good_text,bad_text
-                                             (paths relative to out_dir)
+    wav/<id>_good.wav  wav/<id>_bad.wav      16 kHz mono (one voice)
+    wav/<voice>/<id>_good.wav ...            the same per voice when several voices speak the set
+    pairs.csv                                id,type,group,good_path,bad_path,good_text,bad_text,voice
+                                             (paths relative to out_dir; one row per pair and voice)
 
 :func:`encode_audio_pairs` turns such a manifest into :class:`~most_speech.scoring.slm.LikelihoodPair` lists with
 any ``encode_fn(wav_path) -> list[int]`` (e.g. HuBERT + k-means units mapped to token ids).
@@ -27,7 +28,7 @@ import random
 import re
 import zlib
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 from tqdm.auto import tqdm
 
@@ -40,7 +41,7 @@ __all__ = ["load_blimp", "load_wordlist", "real_word_lexicon", "make_pseudoword"
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FIELDS = ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text"]
+MANIFEST_FIELDS = ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text", "voice"]
 _WORDLIST = Path(__file__).with_name("resources") / "words_en.txt"
 _VOWEL_SPELLINGS = ["a", "e", "i", "o", "u", "ee", "oo", "ai", "ea", "oa"]
 _CONSONANT_CLASSES = ["pbtdkg", "fvsz", "mn", "lr"]
@@ -208,8 +209,9 @@ def load_stories(path: PathLike) -> List[Dict[str, str]]:
     return out
 
 
-def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike, voice: str = DEFAULT_VOICE,
-                      overwrite: bool = False, progress: bool = True) -> Path:
+def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike,
+                      voice: Union[str, Sequence[str]] = DEFAULT_VOICE, overwrite: bool = False,
+                      progress: bool = True) -> Path:
     """Synthesize both sides of each text pair with the same voice and write ``pairs.csv``.
 
     Parameters
@@ -218,8 +220,9 @@ def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike, v
         From :func:`load_blimp`, :func:`make_wuggy_pairs` or :func:`load_stories`.
     out_dir : path
         Receives ``wav/`` and ``pairs.csv`` (see the module docstring).
-    voice : str
-        TTS voice spec (``espeak-ng:en-us``, ``flite:slt``, ...).
+    voice : str or sequence of str
+        TTS voice spec (``espeak-ng:en-us``, ``flite:slt``, ...), or several: every pair is then spoken by
+        each voice (one manifest row per pair and voice), so accuracy does not hang on one speaker.
 
     Returns
     -------
@@ -235,18 +238,24 @@ def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike, v
     True
     """
     out_dir = Path(out_dir)
+    voices = [voice] if isinstance(voice, str) else list(voice)
+    if not voices or len(set(voices)) != len(voices):
+        raise ValueError(f"give one or more distinct voices, not {voices}")
     ids = [p["id"] for p in text_pairs]
     if len(set(ids)) != len(ids):
         raise ValueError("text pairs have duplicate ids")
-    rows, texts, paths = [], [], []
-    for p in text_pairs:
-        safe = _SAFE_ID.sub("_", p["id"])
-        good, bad = f"wav/{safe}_good.wav", f"wav/{safe}_bad.wav"
-        texts += [p["good_text"], p["bad_text"]]
-        paths += [out_dir / good, out_dir / bad]
-        rows.append({"id": p["id"], "type": p["type"], "group": p.get("group", ""), "good_path": good,
-                     "bad_path": bad, "good_text": p["good_text"], "bad_text": p["bad_text"]})
-    synthesize_many(texts, paths, voice=voice, overwrite=overwrite, progress=progress)
+    rows = []
+    for spec in voices:
+        folder = "wav" if len(voices) == 1 else f"wav/{_SAFE_ID.sub('_', spec)}"
+        texts, paths = [], []
+        for p in text_pairs:
+            safe = _SAFE_ID.sub("_", p["id"])
+            good, bad = f"{folder}/{safe}_good.wav", f"{folder}/{safe}_bad.wav"
+            texts += [p["good_text"], p["bad_text"]]
+            paths += [out_dir / good, out_dir / bad]
+            rows.append({"id": p["id"], "type": p["type"], "group": p.get("group", ""), "good_path": good,
+                         "bad_path": bad, "good_text": p["good_text"], "bad_text": p["bad_text"], "voice": spec})
+        synthesize_many(texts, paths, voice=spec, overwrite=overwrite, progress=progress)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -278,6 +287,7 @@ def read_audio_pairs(manifest: PathLike) -> List[Dict[str, str]]:
             row[key] = str(p if p.is_absolute() else manifest.parent / p)
         row.setdefault("type", "lexical")
         row["group"] = row.get("group") or ""
+        row["voice"] = row.get("voice") or ""
         out.append(row)
     return out
 
@@ -298,6 +308,6 @@ def encode_audio_pairs(manifest: PathLike, encode_fn: Callable[[str], Sequence[i
     for row in tqdm(read_audio_pairs(manifest), desc="encoding pairs", disable=not progress):
         good, bad = list(encode_fn(row["good_path"])), list(encode_fn(row["bad_path"]))
         if not good or not bad:
-            raise ValueError(f"pair {row['id']!r}: encoder returned an empty sequence")
-        pairs.append(LikelihoodPair(row["id"], good, bad, row["type"], row["group"]))
+            raise ValueError(f"pair {row['id']!r} (voice {row['voice'] or '-'}): encoder returned an empty sequence")
+        pairs.append(LikelihoodPair(row["id"], good, bad, row["type"], row["group"], voice=row["voice"]))
     return pairs

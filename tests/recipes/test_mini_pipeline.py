@@ -44,7 +44,9 @@ def test_mini_pipeline_end_to_end(tmp_path):
     settings = json.loads((exp / "decode" / "tts_test_clean" / "decoding.json").read_text())
     assert settings["candidates"] == 4 and settings["rerank_ctc_weight"] == 0.7
     slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
-    assert slm["n_pairs"] == 4 and 0 <= slm["accuracy"] <= 100
+    # every word pair is spoken by each of the four held-out voices (run.sh's slm_voices)
+    assert slm["n_pairs"] == 16 and 0 <= slm["accuracy"] <= 100
+    assert len(slm["per_voice"]) == 4 and all(v["n"] == 4 for v in slm["per_voice"].values())
     results = (tmp_path / "RESULTS.md").read_text()
     assert "<!-- begin mini -->" in results and "swuggy" in results and "test_clean" in results
     assert (tmp_path / "mini_curves.png").is_file()

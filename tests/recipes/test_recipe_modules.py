@@ -159,7 +159,8 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     (exp / "score" / "slm_swuggy" / "summary.json").write_text(json.dumps(
         {"n_pairs": 10, "accuracy": 70.0, "ci95": [39.7, 89.2], "length_baseline": 55.0,
          "vs_length_baseline": {"model_only": 4, "baseline_only": 2, "p": 0.6875},
-         "equal_length": {"n_pairs": 3, "accuracy": 66.67, "ci95": [20.77, 93.85]}}))
+         "equal_length": {"n_pairs": 3, "accuracy": 66.67, "ci95": [20.77, 93.85]},
+         "per_voice": {"flite:awb": {"n": 5, "accuracy": 80.0}, "espeak-ng:en-us+m6": {"n": 5, "accuracy": 60.0}}}))
     (exp / "timings.tsv").write_text("8\t100\ttrain\n9\t20\tdecode\n8\t90\ttrain\n")
     for name, rows in {"tts_test": [("synthesized", 80.0), ("real (ceiling)", 30.0)],
                        "tts_test_resynth": [("synthesized", 60.0)]}.items():
@@ -171,8 +172,8 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     report.main(["results", "--exp", str(exp), "--results", str(md), "--section", "mini"])
     text = md.read_text()
     assert "hand-written notes stay" in text and "| test | beam 4 + CTC 0.3 | 4 | **12.50** |" in text
-    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 | 55.00 | 4 / 2 (p = 0.69) | 66.67 [20.8-93.8] of 3 | 50.00 |" \
-        in text
+    assert "| swuggy | 10 | **70.00** | 39.70 - 89.20 | awb 80.0 · en-us+m6 60.0 | 55.00 | 4 / 2 (p = 0.69) " \
+           "| 66.67 [20.8-93.8] of 3 | 50.00 |" in text
     assert "| test | whisper | synthesized | 4 | **80.00** |" in text
     assert "| test | whisper | real (ceiling) | 4 | **30.00** |" in text
     assert "| test | whisper | resynthesized from real units (vocoder ceiling) | 4 | **60.00** |" in text

@@ -92,6 +92,19 @@ def test_pair_accuracy_ties_types_and_groups():
     assert res.summary()["length_baseline"] == 50.0
 
 
+def test_pairs_spoken_by_several_voices_pool_and_break_down_per_voice():
+    # the same two word pairs, each spoken by two voices: one id, two renditions
+    pairs = [LikelihoodPair("w1", [1], [2], voice="flite:awb"), LikelihoodPair("w2", [3], [2], voice="flite:awb"),
+             LikelihoodPair("w1", [1], [2], voice="espeak-ng:en-us+m6"),
+             LikelihoodPair("w2", [1], [2], voice="espeak-ng:en-us+m6")]
+    res = evaluate_pairs(pairs, lambda seqs: [-float(sum(s)) for s in seqs])
+    assert res.n == 4 and res.accuracy == 0.75
+    assert res.per_voice["flite:awb"]["accuracy"] == 50.0 and res.per_voice["espeak-ng:en-us+m6"]["accuracy"] == 100.0
+    assert res.pair_scores["flite:awb/w2"] == (-3.0, -2.0) and res.summary()["per_voice"] == res.per_voice
+    with pytest.raises(ValueError, match="duplicate pair ids.*flite:awb/w1"):
+        evaluate_pairs(pairs + pairs[:1], lambda seqs: [0.0] * len(seqs))
+
+
 def test_length_baseline_prefers_the_shorter_item():
     pairs = [LikelihoodPair("a", [1], [1, 1]), LikelihoodPair("b", [1, 1, 1], [1, 1]),
              LikelihoodPair("c", [1, 2], [2, 1]), LikelihoodPair("d", [5], [5, 5, 5])]
@@ -149,7 +162,8 @@ def test_wilson_interval():
 
 
 def test_pairs_jsonl_roundtrip_and_errors(tmp_path):
-    pairs = [LikelihoodPair("a", [1, 2], [2, 1], "syntactic", "g"), LikelihoodPair("b", [3], [4], prompt=[5])]
+    pairs = [LikelihoodPair("a", [1, 2], [2, 1], "syntactic", "g"), LikelihoodPair("b", [3], [4], prompt=[5]),
+             LikelihoodPair("a", [1], [2], voice="flite:awb")]
     back = read_pairs(write_pairs(tmp_path / "p.jsonl", pairs))
     assert back == pairs
     (tmp_path / "bad.jsonl").write_text('{"id": "x", "good": [1]}\n')
@@ -191,7 +205,8 @@ def test_build_sblimp_pairs_with_espeak(tmp_path):
     rows = read_audio_pairs(manifest)
     assert [r["group"] for r in rows] == ["adjunct_island", "anaphor_gender_agreement"]
     with open(manifest, newline="") as f:
-        assert next(csv.reader(f)) == ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text"]
+        assert next(csv.reader(f)) == ["id", "type", "group", "good_path", "bad_path", "good_text", "bad_text",
+                                       "voice"]
     for r in rows:
         for key in ("good_path", "bad_path"):
             info = sf.info(r[key])
@@ -231,3 +246,17 @@ def test_cli_slm_and_build_swuggy(tmp_path, capsys):
     assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--out", str(tmp_path / "w")]) == 0
     rows = read_audio_pairs(tmp_path / "w" / "pairs.csv")
     assert [r["good_text"] for r in rows] == ["garden", "window"] and all(Path(r["bad_path"]).is_file() for r in rows)
+    assert {r["voice"] for r in rows} == {"espeak-ng:en-us"}
+    # several voices: every pair once per voice, each voice's audio in its own folder
+    assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--out", str(tmp_path / "v"),
+                 "--voice", "espeak-ng:en-us", "flite:awb"]) == 0
+    rows = read_audio_pairs(tmp_path / "v" / "pairs.csv")
+    assert [(r["id"], r["voice"]) for r in rows] == [
+        ("wuggy_garden", "espeak-ng:en-us"), ("wuggy_window", "espeak-ng:en-us"),
+        ("wuggy_garden", "flite:awb"), ("wuggy_window", "flite:awb")]
+    assert Path(rows[2]["good_path"]).parent.name == "flite_awb" and Path(rows[2]["good_path"]).is_file()
+    assert sf.read(rows[0]["good_path"])[0].shape != sf.read(rows[2]["good_path"])[0].shape  # two voices
+    encoded = encode_audio_pairs(tmp_path / "v" / "pairs.csv", lambda path: [1, 2], progress=False)
+    assert [p.key for p in encoded][2] == "flite:awb/wuggy_garden"
+    with pytest.raises(ValueError, match="distinct voices"):
+        build_audio_pairs(make_wuggy_pairs(["garden"]), tmp_path / "x", voice=["flite:awb", "flite:awb"])
