@@ -21,7 +21,10 @@ Design choices
 * A sentence's split is a function of its normalised text (a hash bucket), so
   train/dev/test sentences are disjoint for every seed and size.
 * Everything random (sentences, speaker order, per-utterance rate/pitch, pauses,
-  noise) comes from ``--seed``; the same seed gives byte-identical output.
+  noise) comes from ``--seed``; the same seed gives byte-identical output. Each
+  split is planned from its own random stream, so dev and test (sentences, who
+  speaks them, how) do not change with ``--num-train``: figures from corpora of
+  different training sizes are measured on the same audio.
 * Work is done per chapter in a process pool; each chapter's FLAC, clips and a
   small marker file are written atomically, so an interrupted run resumes where it
   stopped and a finished chapter is never synthesised twice.
@@ -59,7 +62,7 @@ SUBSET = {"train": "small", "dev": "medium", "test": "medium"}
 FORMATS = ("libriheavy", "commonvoice")
 CV_HEADER = ("client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes",
              "down_votes", "age", "gender", "accents", "variant", "locale", "segment")
-PLAN_VERSION = 1  # bump when rendering changes, so old chapters are redone
+PLAN_VERSION = 2  # bump when rendering or planning changes, so old chapters are redone
 
 ACCENTS = {  # espeak-ng voice -> Common Voice style accent label
     "en-us": "United States English", "en-gb": "England English",
@@ -330,11 +333,12 @@ def make_plan(num_train: int = 2000, num_dev: int = 200, num_test: int = 200, se
     counts = {"train": num_train, "dev": num_dev, "test": num_test}
     if any(n < 0 for n in counts.values()):
         raise ValueError(f"utterance counts must be >= 0, got {counts}")
-    rng = random.Random(seed)
-    sentences = draw_sentences(grammar or Grammar.load(), counts, rng)
+    # a split's sentences are the first ones of its hash bucket in one stream, whatever the other counts
+    sentences = draw_sentences(grammar or Grammar.load(), counts, random.Random(seed))
     speakers = build_speakers()
     plan = []
     for split in SPLITS:
+        rng = random.Random(f"{seed}:{split}")  # str seeds hash with SHA-512: stable across processes
         plan += _plan_split(split, sentences[split], speakers[split], (lo, hi), rng)
     names = [n for c in plan for n in c.clip_names]
     if len(set(names)) != len(names):

@@ -159,6 +159,14 @@ def test_test_and_dev_voices_are_never_heard_in_training(corpus):
 
 
 # ---------------------------------------------------------------- determinism and resume
+def test_dev_and_test_do_not_depend_on_the_training_size():
+    small, large = mc.make_plan(20, 6, 6, seed=3), mc.make_plan(200, 6, 6, seed=3)
+    for split in ("dev", "test"):
+        assert [c.plan_hash() for c in small if c.split == split] == \
+            [c.plan_hash() for c in large if c.split == split]
+    assert sum(len(c.utts) for c in large if c.split == "train") == 200
+
+
 def test_plan_is_deterministic_by_seed():
     a, b = mc.make_plan(30, 5, 5, seed=7), mc.make_plan(30, 5, 5, seed=7)
     assert a == b
