@@ -262,6 +262,9 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
     """
     if not pairs:
         raise ValueError("no likelihood pairs to evaluate")
+    repeated = sorted(k for k, n in Counter(p.key for p in pairs).items() if n > 1)
+    if repeated:
+        raise ValueError(f"duplicate pair ids (per voice): {repeated[:5]}")
     seqs = [p.prompt + p.good for p in pairs] + [p.prompt + p.bad for p in pairs]
     if any(p.prompt for p in pairs):
         prompts = [len(p.prompt) for p in pairs] * 2
@@ -270,9 +273,6 @@ def evaluate_pairs(pairs: Sequence[LikelihoodPair], score_fn: ScoreFn) -> PairRe
         scores = list(score_fn(seqs))
     if len(scores) != len(seqs):
         raise RuntimeError(f"score_fn returned {len(scores)} scores for {len(seqs)} sequences")
-    repeated = sorted(k for k, n in Counter(p.key for p in pairs).items() if n > 1)
-    if repeated:
-        raise ValueError(f"duplicate pair ids (per voice): {repeated[:5]}")
     by_type, by_group, by_voice = (defaultdict(lambda: [0.0, 0]) for _ in range(3))
     points, pair_scores = [], {}
     for i, p in enumerate(pairs):
