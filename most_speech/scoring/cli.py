@@ -64,6 +64,8 @@ def _cmd_slm(args) -> dict:
           f"over {summary['n_pairs']} pairs; length baseline (shorter item wins) {summary['length_baseline']:.2f}%, "
           f"sign test against it p = {summary['vs_length_baseline']['p']:.3g}; "
           f"{summary['equal_length']['n_pairs']} pairs of equal length: {summary['equal_length']['accuracy']}%")
+    if len(summary["per_voice"]) > 1:
+        print("per voice: " + ", ".join(f"{v} {r['accuracy']:.2f}%" for v, r in summary["per_voice"].items()))
     return summary
 
 

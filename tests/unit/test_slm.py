@@ -242,6 +242,15 @@ def test_cli_slm_and_build_swuggy(tmp_path, capsys):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     expected = evaluate_pairs(pairs, make_score_fn(lm, bos_id=0)).summary()
     assert summary["accuracy"] == expected["accuracy"] and summary["n_pairs"] == 4
+    assert "per voice" not in capsys.readouterr().out
+    for i, p in enumerate(pairs):
+        p.voice = "flite:awb" if i % 2 else "espeak-ng:en-us"
+    write_pairs(tmp_path / "voiced.jsonl", pairs)
+    assert main(["slm", "--pairs", str(tmp_path / "voiced.jsonl"), "--model", str(tmp_path / "lm"),
+                 "--out", str(tmp_path / "o2"), "--bos-id", "0"]) == 0
+    voiced = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert voiced["accuracy"] == summary["accuracy"] and set(voiced["per_voice"]) == {"flite:awb", "espeak-ng:en-us"}
+    assert "per voice: espeak-ng:en-us" in capsys.readouterr().out
     (tmp_path / "words.txt").write_text("# test\ngarden\nwindow\n")
     assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--out", str(tmp_path / "w")]) == 0
     rows = read_audio_pairs(tmp_path / "w" / "pairs.csv")
