@@ -144,7 +144,7 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
       most-score build-swuggy --words "$slm_dir/words.txt" --voice $slm_voices --out "$slm_dir"
       echo "$slm_voices" > "$slm_dir/voices.txt"
     fi
-    most-decode slm-pairs "$export" --pairs "$datadir/slm_swuggy/pairs.csv" --device "$device" \
+    most-decode slm-pairs "$export" --pairs "$slm_dir/pairs.csv" --device "$device" \
       --out "$exp/decode/slm_swuggy/pairs.jsonl"
   fi
   finish 9 "decode"
