@@ -154,7 +154,7 @@ class PackedRow(Example):
 
 
 def _concat(members: Sequence[Example], row_index: int) -> PackedRow:
-    ids, labels, pos, docs, spans = [], [], [], [], []
+    ids, labels, pos, docs, spans, unit_spans = [], [], [], [], [], []
     for d, ex in enumerate(members):
         offset = len(ids)
         ids += ex.input_ids
@@ -162,9 +162,10 @@ def _concat(members: Sequence[Example], row_index: int) -> PackedRow:
         pos += list(range(len(ex.input_ids)))
         docs += [d] * len(ex.input_ids)
         spans += [replace(s, position=s.position + offset) for s in ex.audio_spans]
+        unit_spans += [replace(s, position=s.position + offset) for s in ex.unit_spans]
     tasks = sorted({ex.task for ex in members})
     return PackedRow(id=f"packed-{row_index}", task=tasks[0] if len(tasks) == 1 else "mixed", input_ids=ids,
-                     labels=labels, audio_spans=spans, position_ids=pos, document_ids=docs,
+                     labels=labels, audio_spans=spans, unit_spans=unit_spans, position_ids=pos, document_ids=docs,
                      member_ids=[ex.id for ex in members])
 
 

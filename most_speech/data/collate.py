@@ -8,6 +8,7 @@ The batch dict holds
 ``position_ids``    ``[B, T]`` long, restarting per document in packed rows, 0 on padding
 ``document_ids``    ``[B, T]`` long, document number inside the row, -1 on padding
 ``audio_spans``     list (per row) of :class:`AudioSpan` lists (positions index ``input_ids``)
+``unit_spans``      list (per row) of :class:`UnitSpan` lists (TTS responses' unit tokens and their text)
 ``ids`` / ``tasks`` list of example ids (member id lists for packed rows) / task names
 """
 from __future__ import annotations
@@ -80,6 +81,7 @@ def collate_examples(examples: Sequence, pad_id: int, pad_to_multiple_of: Option
         documents[row, :n] = torch.tensor(docs, dtype=torch.long)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "position_ids": positions,
             "document_ids": documents, "audio_spans": [list(ex.audio_spans) for ex in items],
+            "unit_spans": [list(getattr(ex, "unit_spans", ())) for ex in items],
             "ids": [getattr(ex, "member_ids", None) or ex.id for ex in items],
             "tasks": [ex.task for ex in items]}
 

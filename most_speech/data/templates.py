@@ -67,6 +67,25 @@ class AudioSpan:
 
 
 @dataclass
+class UnitSpan:
+    """A TTS response's unit tokens, ``input_ids[position:position + length]``, and the text they speak.
+
+    ``transcript`` (text token ids) is the target of the model's optional CTC loss on the hidden states of
+    those unit tokens (``MoSTConfig.unit_ctc_weight``): it makes each generated unit's state say which part
+    of the text it voices.
+
+    Examples
+    --------
+    >>> UnitSpan(position=9, length=40, transcript=(17, 23))
+    UnitSpan(position=9, length=40, transcript=(17, 23))
+    """
+
+    position: int
+    length: int
+    transcript: Tuple[int, ...]
+
+
+@dataclass
 class Example:
     """One training example.
 
@@ -82,6 +101,7 @@ class Example:
     input_ids: List[int]
     labels: List[int]
     audio_spans: List[AudioSpan] = field(default_factory=list)
+    unit_spans: List[UnitSpan] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -269,10 +289,13 @@ class TaskTemplates:
 
     def tts(self, entry: dict, prompt_only: bool = False) -> Example:
         """``entry["text"]`` -> ``boa, units, eoa`` (deduplicated by default)."""
-        prompt = ([self.layout.bos_id] + self._encode(self.config.tts_instruction)
-                  + self._encode(self._text(entry, "text")))
+        text = self._encode(self._text(entry, "text"))
+        prompt = [self.layout.bos_id] + self._encode(self.config.tts_instruction) + text
         response = [] if prompt_only else self._units(entry, "units", self.config.dedup_target_units)
-        return self._example(entry, "tts", prompt, response, (), prompt_only)
+        example = self._example(entry, "tts", prompt, response, (), prompt_only)
+        if response:  # boa, units, eoa: the units start one after the prompt
+            example.unit_spans = [UnitSpan(len(prompt) + 1, len(response) - 2, tuple(text))]
+        return example
 
     def text_lm(self, entry: dict, prompt_only: bool = False) -> Example:
         """Plain text; every token but BOS is labelled."""

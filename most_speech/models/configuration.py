@@ -68,6 +68,11 @@ class MoSTConfig(DeepseekV2Config):
     audio_ctc_input : str
         What the CTC head reads: ``"lm"``, the frames' last hidden states in the LM, or ``"projector"``, the
         projector's output frames (an encoder CTC as in hybrid CTC/attention ASR; needs no LM pass to decode).
+    unit_ctc_weight : float
+        Weight of an auxiliary CTC loss of the hidden states at a TTS response's unit tokens against the text
+        they speak (the same head as ``audio_ctc_weight``; needs ``audio_ctc_weight > 0``). 0 (MoST): none.
+        It makes each unit's state say which part of the text it voices, which a small model trained from
+        scratch otherwise learns slowly (its TTS drifts off the text mid-sentence).
     km_tag : str or None
         The k-means model whose units the unit tokens stand for (``encoder-Llayer-kmK-fingerprint``). Set by
         training from its data; unit data of another tag, or a vocoder of another tag, is refused.
@@ -96,6 +101,7 @@ class MoSTConfig(DeepseekV2Config):
     audio_encoder_layers: int = 0
     audio_ctc_weight: float = 0.0
     audio_ctc_input: str = "lm"
+    unit_ctc_weight: float = 0.0
     km_tag: Optional[str] = None
 
     def __post_init__(self, **kwargs):
@@ -157,6 +163,9 @@ class MoSTConfig(DeepseekV2Config):
                                                                              and self.token_layout)):
             raise ValueError(f"MoSTConfig: audio_ctc_weight={self.audio_ctc_weight} must be >= 0, and a CTC loss "
                              f"needs audio_feature_dim and token_layout")
+        if self.unit_ctc_weight < 0 or (self.unit_ctc_weight > 0 and self.audio_ctc_weight <= 0):
+            raise ValueError(f"MoSTConfig: unit_ctc_weight={self.unit_ctc_weight} must be >= 0, and > 0 needs the "
+                             f"CTC head of audio_ctc_weight > 0 (got {self.audio_ctc_weight})")
         if self.moe_layer_freq < 1:
             raise ValueError(f"MoSTConfig: moe_layer_freq={self.moe_layer_freq} must be >= 1")
         self._validate_groups(E, k)

@@ -19,7 +19,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 
 from .audio_ctc import AudioCTCHead, gather_frames
-from .audio_projector import AudioProjector, splice_audio_frames
+from .audio_projector import AudioProjector, splice_audio_frames, wave_spans
 from .configuration import MoSTConfig
 from .mla import MLAAttention, MoSTRMSNorm, MoSTRotaryEmbedding, _rope_inv_freq
 from .moe import MAMoE, MoSTMLP, RoutedExperts, ModalityAwareRouter
@@ -245,14 +245,18 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, modality_ids=None, logits_to_keep=0,
                 output_hidden_states=None, audio_features=None, audio_feature_lengths=None,
-                audio_ctc_targets=None, audio_ctc_target_lengths=None, **kwargs) -> MoSTCausalLMOutput:
+                audio_ctc_targets=None, audio_ctc_target_lengths=None, unit_ctc=None,
+                **kwargs) -> MoSTCausalLMOutput:
         """Causal-LM forward; ``audio_features [S, N, D]`` / ``audio_feature_lengths [S]`` splice continuous audio.
 
         With ``labels``, a CTC head (``config.audio_ctc_weight > 0``) and ``audio_ctc_targets [S, L]`` /
         ``audio_ctc_target_lengths [S]`` (text token ids of what each segment says; length 0: none), the loss
-        adds ``audio_ctc_weight`` times the CTC loss of the frames, also returned as ``ctc_loss``.
+        adds ``audio_ctc_weight`` times the CTC loss of the frames, also returned as ``ctc_loss``. With
+        ``config.unit_ctc_weight > 0`` and ``unit_ctc`` (:func:`~most_speech.training.features.batch_unit_spans`:
+        where TTS responses' unit tokens are and the text they speak), it adds ``unit_ctc_weight`` times the
+        same head's CTC loss of those tokens' hidden states.
         """
-        spliced = None
+        spliced, input_ids_before = None, input_ids
         if audio_features is not None:
             spliced = self.splice_audio(input_ids, audio_features, audio_feature_lengths, attention_mask, labels)
             input_ids, inputs_embeds, attention_mask = None, spliced.inputs_embeds, spliced.attention_mask
@@ -275,6 +279,9 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
                                                     spliced.frame_lengths, audio_ctc_targets.to(logits.device),
                                                     audio_ctc_target_lengths.to(logits.device))
                 loss = loss + self.config.audio_ctc_weight * ctc_loss.to(loss.dtype)
+            if unit_ctc is not None and getattr(self.config, "unit_ctc_weight", 0.0) > 0:
+                unit_loss = self._unit_ctc_loss(out.last_hidden_state, unit_ctc, spliced, input_ids_before)
+                loss = loss + self.config.unit_ctc_weight * unit_loss.to(loss.dtype)
         return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, ctc_loss=ctc_loss, logits=logits,
                                   past_key_values=out.past_key_values, hidden_states=out.hidden_states,
                                   routing_counts=out.routing_counts)
@@ -294,6 +301,22 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
                                 position_ids=spliced.position_ids, modality_ids=spliced.modality_ids,
                                 use_cache=False).last_hidden_state
         return self.audio_ctc_head(self._ctc_frames(spliced, hidden)), spliced.frame_lengths
+
+    def _unit_ctc_loss(self, last_hidden, unit_ctc, spliced, input_ids):
+        """CTC of the hidden states at TTS responses' unit tokens against their text (``unit_ctc_weight``)."""
+        starts = unit_ctc["starts"].to(last_hidden.device)
+        if spliced is not None:  # frames spliced earlier in the row push its tokens to the right
+            starts = starts.clone()
+            bows = torch.tensor(wave_spans(input_ids, self.config.layout.bow_id, self.config.layout.eow_id),
+                                dtype=torch.long, device=starts.device).view(-1, 2)
+            lengths = spliced.frame_lengths.to(starts.device)
+            for k, (row, col) in enumerate(starts.tolist()):
+                before = (bows[:, 0] == row) & (bows[:, 1] < col)
+                starts[k, 1] += int(lengths[before].sum())
+        frames = gather_frames(last_hidden, starts, unit_ctc["lengths"].to(last_hidden.device))
+        return self.audio_ctc_head.loss(frames, unit_ctc["lengths"].to(last_hidden.device),
+                                        unit_ctc["targets"].to(last_hidden.device),
+                                        unit_ctc["target_lengths"].to(last_hidden.device))
 
     def _ctc_frames(self, spliced, last_hidden):
         """``[S, N, H]`` what the CTC head reads (``config.audio_ctc_input``), zero beyond each segment."""

@@ -31,7 +31,7 @@ import torch
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
 from most_speech.training.engines import DeepSpeedEngine, TorchEngine, load_deepspeed_config
-from most_speech.training.features import batch_audio_features
+from most_speech.training.features import batch_audio_features, batch_unit_spans
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ class MoSTBrain(sb.Brain):
             if stage == sb.Stage.TRAIN:
                 audio["audio_features"] = self._augment(audio["audio_features"], audio["audio_feature_lengths"])
             inputs.update(audio)
+        units = batch_unit_spans(batch.get("unit_spans") or [])
+        if units is not None and getattr(self.model.config, "unit_ctc_weight", 0.0) > 0:
+            inputs["unit_ctc"] = units
         return inputs
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

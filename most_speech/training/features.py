@@ -113,3 +113,28 @@ def batch_audio_features(audio_spans: Sequence[Sequence], source) -> Optional[Di
             [torch.tensor(t, dtype=torch.long) for t in transcripts], batch_first=True)
         out["audio_ctc_target_lengths"] = torch.tensor([len(t) for t in transcripts], dtype=torch.long)
     return out
+
+
+def batch_unit_spans(unit_spans: Sequence[Sequence]) -> Optional[Dict[str, torch.Tensor]]:
+    """The model's ``unit_ctc`` argument for a batch's TTS unit spans (per row), or None without any.
+
+    ``{"starts": [S, 2] (row, first unit column), "lengths": [S], "targets": [S, L] (text ids, padded with 0),
+    "target_lengths": [S]}``.
+
+    Examples
+    --------
+    >>> from most_speech.data.templates import UnitSpan
+    >>> out = batch_unit_spans([[], [UnitSpan(5, 30, (7, 8, 9))]])
+    >>> out["starts"].tolist(), out["lengths"].tolist(), out["targets"].tolist()
+    ([[1, 5]], [30], [[7, 8, 9]])
+    >>> batch_unit_spans([[], []]) is None
+    True
+    """
+    spans = [(row, span) for row, row_spans in enumerate(unit_spans) for span in row_spans if span.transcript]
+    if not spans:
+        return None
+    return {"starts": torch.tensor([[row, span.position] for row, span in spans], dtype=torch.long),
+            "lengths": torch.tensor([span.length for _, span in spans], dtype=torch.long),
+            "targets": torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(span.transcript, dtype=torch.long) for _, span in spans], batch_first=True),
+            "target_lengths": torch.tensor([len(span.transcript) for _, span in spans], dtype=torch.long)}
