@@ -81,7 +81,7 @@ def collate_examples(examples: Sequence, pad_id: int, pad_to_multiple_of: Option
         documents[row, :n] = torch.tensor(docs, dtype=torch.long)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "position_ids": positions,
             "document_ids": documents, "audio_spans": [list(ex.audio_spans) for ex in items],
-            "unit_spans": [list(getattr(ex, "unit_spans", ())) for ex in items],
+            "unit_spans": [list(ex.unit_spans) for ex in items],
             "ids": [getattr(ex, "member_ids", None) or ex.id for ex in items],
             "tasks": [ex.task for ex in items]}
 

@@ -128,9 +128,12 @@ class MoSTBrain(sb.Brain):
             if stage == sb.Stage.TRAIN:
                 audio["audio_features"] = self._augment(audio["audio_features"], audio["audio_feature_lengths"])
             inputs.update(audio)
-        units = batch_unit_spans(batch.get("unit_spans") or [])
-        if units is not None and getattr(self.model.config, "unit_ctc_weight", 0.0) > 0:
-            inputs["unit_ctc"] = units
+        # validation scores lm_loss alone: the unit-side CTC is a training loss only
+        spans = batch.get("unit_spans") or []
+        if stage == sb.Stage.TRAIN and any(spans) and getattr(self.model.config, "unit_ctc_weight", 0.0) > 0:
+            units = batch_unit_spans(spans)
+            if units is not None:
+                inputs["unit_ctc"] = units
         return inputs
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

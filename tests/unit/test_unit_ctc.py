@@ -127,3 +127,4 @@ def test_brain_passes_the_spans_only_to_a_model_that_uses_them(weight):
     assert ("unit_ctc" in inputs) == (weight > 0)
     if weight:
         assert inputs["unit_ctc"]["starts"].tolist() == [[0, 2]]
+    assert "unit_ctc" not in brain._model_inputs(batch, sb.Stage.VALID)  # validation scores lm_loss only
