@@ -73,6 +73,17 @@ class MoSTConfig(DeepseekV2Config):
         they speak (the same head as ``audio_ctc_weight``; needs ``audio_ctc_weight > 0``). 0 (MoST): none.
         It makes each unit's state say which part of the text it voices, which a small model trained from
         scratch otherwise learns slowly (its TTS drifts off the text mid-sentence).
+    tts_alignment_weight : float
+        Weight of a guided-attention prior on TTS responses (:mod:`~most_speech.models.tts_alignment`): in
+        ``tts_alignment_heads`` heads of each layer in ``tts_alignment_layers``, the query that predicts unit
+        ``t`` of ``T`` is pushed to attend to the text near ``t / T`` of the way through it (DC-TTS's guided
+        attention). 0 (MoST): none.
+    tts_alignment_layers : list of int or None
+        Decoder layers whose heads carry the prior; None: every layer but the first.
+    tts_alignment_heads : int
+        How many heads (the first ones) of each such layer.
+    tts_alignment_sigma : float
+        Width of the band around the diagonal, as a fraction of the text (DC-TTS: 0.2).
     km_tag : str or None
         The k-means model whose units the unit tokens stand for (``encoder-Llayer-kmK-fingerprint``). Set by
         training from its data; unit data of another tag, or a vocoder of another tag, is refused.
@@ -102,6 +113,10 @@ class MoSTConfig(DeepseekV2Config):
     audio_ctc_weight: float = 0.0
     audio_ctc_input: str = "lm"
     unit_ctc_weight: float = 0.0
+    tts_alignment_weight: float = 0.0
+    tts_alignment_layers: Optional[list] = None
+    tts_alignment_heads: int = 1
+    tts_alignment_sigma: float = 0.2
     km_tag: Optional[str] = None
 
     def __post_init__(self, **kwargs):
@@ -166,12 +181,36 @@ class MoSTConfig(DeepseekV2Config):
         if self.unit_ctc_weight < 0 or (self.unit_ctc_weight > 0 and self.audio_ctc_weight <= 0):
             raise ValueError(f"MoSTConfig: unit_ctc_weight={self.unit_ctc_weight} must be >= 0, and > 0 needs the "
                              f"CTC head of audio_ctc_weight > 0 (got {self.audio_ctc_weight})")
+        self._validate_tts_alignment()
         if self.moe_layer_freq < 1:
             raise ValueError(f"MoSTConfig: moe_layer_freq={self.moe_layer_freq} must be >= 1")
         self._validate_groups(E, k)
         if self.topk_method == "group_limited_greedy":
             self._validate_group_limited(E, k)
         self._validate_layout()
+
+    def tts_alignment_layer_ids(self) -> List[int]:
+        """Layers whose first ``tts_alignment_heads`` heads carry the TTS alignment prior (none at weight 0)."""
+        if self.tts_alignment_weight <= 0:
+            return []
+        if self.tts_alignment_layers is None:
+            return list(range(1, self.num_hidden_layers))
+        return sorted({int(i) for i in self.tts_alignment_layers})
+
+    def _validate_tts_alignment(self) -> None:
+        if self.tts_alignment_weight < 0 or self.tts_alignment_sigma <= 0:
+            raise ValueError(f"MoSTConfig: tts_alignment_weight={self.tts_alignment_weight} must be >= 0 and "
+                             f"tts_alignment_sigma={self.tts_alignment_sigma} > 0")
+        if self.tts_alignment_weight == 0:
+            return
+        if not 1 <= self.tts_alignment_heads <= self.num_attention_heads:
+            raise ValueError(f"MoSTConfig: tts_alignment_heads={self.tts_alignment_heads} must be in "
+                             f"1..num_attention_heads={self.num_attention_heads}")
+        layers = self.tts_alignment_layer_ids()
+        bad = [i for i in layers if not 0 <= i < self.num_hidden_layers]
+        if not layers or bad:
+            raise ValueError(f"MoSTConfig: tts_alignment_layers={self.tts_alignment_layers} must name layers in "
+                             f"0..num_hidden_layers-1={self.num_hidden_layers - 1}")
 
     def _validate_groups(self, E: int, k: int) -> None:
         seen: Dict[int, str] = {}

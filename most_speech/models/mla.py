@@ -175,6 +175,9 @@ class MLAAttention(nn.Module):
         Softmax scale, ``q_head_dim ** -0.5`` times YaRN's ``mscale ** 2`` (as transformers).
     pad_v_for_sdpa : bool
         Zero-pad V to the q/k head dim in prefill so SDPA can use its fused kernel (default True).
+    record_heads : int
+        In training, a prefill keeps the first ``record_heads`` heads' queries and keys and the mask in
+        ``recorded`` (0, the default: nothing kept); :mod:`~most_speech.models.tts_alignment` reads them.
 
     Examples
     --------
@@ -201,6 +204,9 @@ class MLAAttention(nn.Module):
         self.qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
         self.attention_dropout = float(config.attention_dropout or 0.0)
         self.pad_v_for_sdpa = True
+        # Heads whose queries/keys a training prefill keeps in ``recorded`` (the TTS alignment prior reads them).
+        self.record_heads = 0
+        self.recorded: Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = None
         self._build_projections(config)
         rope_parameters = config.rope_parameters or {"rope_type": "default"}
         self.scaling = yarn_apply_mscale(rope_parameters, self.qk_head_dim ** -0.5)
@@ -284,6 +290,8 @@ class MLAAttention(nn.Module):
         k_nope, value = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
         query = torch.cat((q_nope, q_pe), dim=-1)
         key = torch.cat((k_nope, k_pe.expand(-1, self.num_heads, -1, -1)), dim=-1)
+        if self.record_heads and self.training:
+            self.recorded = (query[:, :self.record_heads], key[:, :self.record_heads], mask)
         pad = self.qk_head_dim - self.v_head_dim if self.pad_v_for_sdpa else 0
         if pad > 0:
             value = F.pad(value, (0, pad))

@@ -23,6 +23,7 @@ from .audio_projector import AudioProjector, splice_audio_frames, wave_spans
 from .configuration import MoSTConfig
 from .mla import MLAAttention, MoSTRMSNorm, MoSTRotaryEmbedding, _rope_inv_freq
 from .moe import MAMoE, MoSTMLP, RoutedExperts, ModalityAwareRouter
+from .tts_alignment import guided_attention_loss
 
 
 @dataclass
@@ -39,11 +40,14 @@ class MoSTModelOutput(MoeModelOutputWithPast):
 
 @dataclass
 class MoSTCausalLMOutput(MoeCausalLMOutputWithPast):
-    """Causal-LM output. ``loss = lm_loss + aux_loss (+ audio_ctc_weight * ctc_loss)`` when labels are given
-    (aux is 0 outside training; ctc_loss is None without a CTC head or transcripts)."""
+    """Causal-LM output. ``loss = lm_loss + aux_loss (+ audio_ctc_weight * ctc_loss + unit_ctc_weight *
+    unit_ctc_loss + tts_alignment_weight * tts_alignment_loss)`` when labels are given (aux is 0 outside
+    training; each optional term is None when it was not computed)."""
 
     lm_loss: Optional[torch.FloatTensor] = None
     ctc_loss: Optional[torch.FloatTensor] = None
+    unit_ctc_loss: Optional[torch.FloatTensor] = None
+    tts_alignment_loss: Optional[torch.FloatTensor] = None
     routing_counts: Optional[List[torch.Tensor]] = None
 
 
@@ -223,6 +227,8 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         self.audio_ctc_head = None
         if getattr(config, "audio_ctc_weight", 0.0) > 0:
             self.audio_ctc_head = AudioCTCHead(config.hidden_size, config.layout.text_vocab_size)
+        for i in config.tts_alignment_layer_ids():
+            self.model.layers[i].self_attn.record_heads = config.tts_alignment_heads
         self.post_init()
 
     def splice_audio(self, input_ids, audio_features, audio_feature_lengths, attention_mask=None, labels=None,
@@ -245,16 +251,17 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, use_cache=None, modality_ids=None, logits_to_keep=0,
                 output_hidden_states=None, audio_features=None, audio_feature_lengths=None,
-                audio_ctc_targets=None, audio_ctc_target_lengths=None, unit_ctc=None,
+                audio_ctc_targets=None, audio_ctc_target_lengths=None, unit_spans=None,
                 **kwargs) -> MoSTCausalLMOutput:
         """Causal-LM forward; ``audio_features [S, N, D]`` / ``audio_feature_lengths [S]`` splice continuous audio.
 
         With ``labels``, a CTC head (``config.audio_ctc_weight > 0``) and ``audio_ctc_targets [S, L]`` /
         ``audio_ctc_target_lengths [S]`` (text token ids of what each segment says; length 0: none), the loss
-        adds ``audio_ctc_weight`` times the CTC loss of the frames, also returned as ``ctc_loss``. With
-        ``config.unit_ctc_weight > 0`` and ``unit_ctc`` (:func:`~most_speech.training.features.batch_unit_spans`:
-        where TTS responses' unit tokens are and the text they speak), it adds ``unit_ctc_weight`` times the
-        same head's CTC loss of those tokens' hidden states.
+        adds ``audio_ctc_weight`` times the CTC loss of the frames, also returned as ``ctc_loss``. Given
+        ``unit_spans`` (:func:`~most_speech.training.features.batch_unit_spans`: where TTS responses' unit tokens
+        are and the text they speak), it adds ``unit_ctc_weight`` times the same head's CTC loss of those tokens'
+        hidden states (``unit_ctc_loss``) and, in training, ``tts_alignment_weight`` times the guided-attention
+        prior of :mod:`~most_speech.models.tts_alignment` (``tts_alignment_loss``).
         """
         spliced, input_ids_before = None, input_ids
         if audio_features is not None:
@@ -264,13 +271,14 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
                          modality_ids=modality_ids, output_hidden_states=output_hidden_states)
+        records = self._take_attention_records()
         hidden = out.last_hidden_state
         if isinstance(logits_to_keep, int) and logits_to_keep > 0:
             hidden = hidden[:, -logits_to_keep:]
         elif isinstance(logits_to_keep, torch.Tensor):
             hidden = hidden[:, logits_to_keep]
         logits = self.lm_head(hidden)
-        lm_loss = loss = ctc_loss = None
+        lm_loss = loss = ctc_loss = unit_loss = align_loss = None
         if labels is not None:
             lm_loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
             loss = lm_loss + out.aux_loss.to(lm_loss.dtype)
@@ -279,10 +287,16 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
                                                     spliced.frame_lengths, audio_ctc_targets.to(logits.device),
                                                     audio_ctc_target_lengths.to(logits.device))
                 loss = loss + self.config.audio_ctc_weight * ctc_loss.to(loss.dtype)
-            if unit_ctc is not None and getattr(self.config, "unit_ctc_weight", 0.0) > 0:
-                unit_loss = self._unit_ctc_loss(out.last_hidden_state, unit_ctc, spliced, input_ids_before)
-                loss = loss + self.config.unit_ctc_weight * unit_loss.to(loss.dtype)
-        return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, ctc_loss=ctc_loss, logits=logits,
+            if unit_spans is not None:
+                starts = self._unit_starts(unit_spans, spliced, input_ids_before)
+                if self.config.unit_ctc_weight > 0:
+                    unit_loss = self._unit_ctc_loss(out.last_hidden_state, unit_spans, starts)
+                    loss = loss + self.config.unit_ctc_weight * unit_loss.to(loss.dtype)
+                if records:
+                    align_loss = self._tts_alignment_loss(records, unit_spans, starts)
+                    loss = loss + self.config.tts_alignment_weight * align_loss.to(loss.dtype)
+        return MoSTCausalLMOutput(loss=loss, lm_loss=lm_loss, aux_loss=out.aux_loss, ctc_loss=ctc_loss,
+                                  unit_ctc_loss=unit_loss, tts_alignment_loss=align_loss, logits=logits,
                                   past_key_values=out.past_key_values, hidden_states=out.hidden_states,
                                   routing_counts=out.routing_counts)
 
@@ -302,21 +316,48 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
                                 use_cache=False).last_hidden_state
         return self.audio_ctc_head(self._ctc_frames(spliced, hidden)), spliced.frame_lengths
 
-    def _unit_ctc_loss(self, last_hidden, unit_ctc, spliced, input_ids):
+    def _unit_starts(self, unit_spans, spliced, input_ids):
+        """``[S, 2]`` (row, column) of each TTS response's first unit in the model's input, past spliced frames.
+
+        Assumes right padding, as training batches are collated: frames spliced earlier in a row push its tokens
+        to the right by their number.
+        """
+        starts = unit_spans["starts"].to(self.device)
+        if spliced is None:
+            return starts
+        starts = starts.clone()
+        bows = torch.tensor(wave_spans(input_ids, self.config.layout.bow_id, self.config.layout.eow_id),
+                            dtype=torch.long, device=starts.device).view(-1, 2)
+        lengths = spliced.frame_lengths.to(starts.device)
+        for k, (row, col) in enumerate(starts.tolist()):
+            before = (bows[:, 0] == row) & (bows[:, 1] < col)
+            starts[k, 1] += int(lengths[before].sum())
+        return starts
+
+    def _unit_ctc_loss(self, last_hidden, unit_spans, starts):
         """CTC of the hidden states at TTS responses' unit tokens against their text (``unit_ctc_weight``)."""
-        starts = unit_ctc["starts"].to(last_hidden.device)
-        if spliced is not None:  # frames spliced earlier in the row push its tokens to the right
-            starts = starts.clone()
-            bows = torch.tensor(wave_spans(input_ids, self.config.layout.bow_id, self.config.layout.eow_id),
-                                dtype=torch.long, device=starts.device).view(-1, 2)
-            lengths = spliced.frame_lengths.to(starts.device)
-            for k, (row, col) in enumerate(starts.tolist()):
-                before = (bows[:, 0] == row) & (bows[:, 1] < col)
-                starts[k, 1] += int(lengths[before].sum())
-        frames = gather_frames(last_hidden, starts, unit_ctc["lengths"].to(last_hidden.device))
-        return self.audio_ctc_head.loss(frames, unit_ctc["lengths"].to(last_hidden.device),
-                                        unit_ctc["targets"].to(last_hidden.device),
-                                        unit_ctc["target_lengths"].to(last_hidden.device))
+        device = last_hidden.device
+        lengths = unit_spans["lengths"].to(device)
+        frames = gather_frames(last_hidden, starts, lengths)
+        return self.audio_ctc_head.loss(frames, lengths, unit_spans["targets"].to(device),
+                                        unit_spans["target_lengths"].to(device))
+
+    def _take_attention_records(self):
+        """The recorded heads' ``(query, key, mask, scale)`` of this forward, cleared from the layers."""
+        records = []
+        for layer in self.model.layers:
+            attn = layer.self_attn
+            if attn.recorded is not None:
+                records.append((*attn.recorded, attn.scaling))
+                attn.recorded = None
+        return records
+
+    def _tts_alignment_loss(self, records, unit_spans, starts):
+        """The guided-attention prior averaged over the recorded layers (``tts_alignment_weight``)."""
+        lengths, text_lengths = unit_spans["lengths"], unit_spans["target_lengths"]
+        losses = [guided_attention_loss(query, key, scale, starts, lengths, text_lengths, mask,
+                                        self.config.tts_alignment_sigma) for query, key, mask, scale in records]
+        return torch.stack(losses).mean()
 
     def _ctc_frames(self, spliced, last_hidden):
         """``[S, N, H]`` what the CTC head reads (``config.audio_ctc_input``), zero beyond each segment."""

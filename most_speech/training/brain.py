@@ -128,12 +128,14 @@ class MoSTBrain(sb.Brain):
             if stage == sb.Stage.TRAIN:
                 audio["audio_features"] = self._augment(audio["audio_features"], audio["audio_feature_lengths"])
             inputs.update(audio)
-        # validation scores lm_loss alone: the unit-side CTC is a training loss only
+        # validation scores lm_loss alone: the unit-side CTC and the TTS alignment prior are training losses only
         spans = batch.get("unit_spans") or []
-        if stage == sb.Stage.TRAIN and any(spans) and getattr(self.model.config, "unit_ctc_weight", 0.0) > 0:
+        config = self.model.config
+        uses_spans = getattr(config, "unit_ctc_weight", 0.0) > 0 or getattr(config, "tts_alignment_weight", 0.0) > 0
+        if stage == sb.Stage.TRAIN and any(spans) and uses_spans:
             units = batch_unit_spans(spans)
             if units is not None:
-                inputs["unit_ctc"] = units
+                inputs["unit_spans"] = units
         return inputs
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -190,7 +192,9 @@ class MoSTBrain(sb.Brain):
         self.monitor.record_batch(self._task(batch), float(loss.detach()), float(out.lm_loss.detach()),
                                   float(out.aux_loss.detach()),
                                   self._tokens(batch), out.routing_counts,
-                                  None if out.ctc_loss is None else float(out.ctc_loss.detach()))
+                                  None if out.ctc_loss is None else float(out.ctc_loss.detach()),
+                                  {name: float(value.detach()) for name in ("unit_ctc_loss", "tts_alignment_loss")
+                                   if (value := getattr(out, name, None)) is not None})
         if boundary and self.optimizer_step % self.monitor.log_interval == 0:
             extra = {"grad_norm": grad_norm} if grad_norm is not None else {}
             stats = self.monitor.flush(self.optimizer_step, self.engine.lr(), extra)

@@ -116,7 +116,7 @@ def batch_audio_features(audio_spans: Sequence[Sequence], source) -> Optional[Di
 
 
 def batch_unit_spans(unit_spans: Sequence[Sequence]) -> Optional[Dict[str, torch.Tensor]]:
-    """The model's ``unit_ctc`` argument for a batch's TTS unit spans (per row), or None without any.
+    """The model's ``unit_spans`` argument for a batch's TTS unit spans (per row), or None without any.
 
     ``{"starts": [S, 2] (row, first unit column), "lengths": [S], "targets": [S, L] (text ids, padded with 0),
     "target_lengths": [S]}``.

@@ -101,17 +101,19 @@ class TrainingMonitor:
     def _reset(self) -> None:
         self._loss: Dict[str, List[float]] = defaultdict(list)
         self._aux: List[float] = []
-        self._ctc: List[float] = []
+        self._extra: Dict[str, List[float]] = defaultdict(list)
         self._tokens = 0
         self._counts: Optional[torch.Tensor] = None
         self._t0 = time.perf_counter()
 
     def record_batch(self, task: str, loss: float, lm_loss: float, aux_loss: float, tokens: int,
                      routing_counts: Optional[Sequence[torch.Tensor]] = None,
-                     ctc_loss: Optional[float] = None) -> None:
-        """Add one trained batch (``ctc_loss``: the audio CTC loss when the batch had one)."""
-        if ctc_loss is not None:
-            self._ctc.append(float(ctc_loss))
+                     ctc_loss: Optional[float] = None, extra_losses: Optional[Mapping[str, float]] = None) -> None:
+        """Add one trained batch (``ctc_loss``: the audio CTC loss when the batch had one; ``extra_losses``:
+        other auxiliary losses by name, e.g. ``unit_ctc_loss``; each is averaged over the batches that had it)."""
+        for name, value in {"ctc_loss": ctc_loss, **(extra_losses or {})}.items():
+            if value is not None:
+                self._extra[name].append(float(value))
         self.task_steps[task] += 1
         self._loss[task].append(float(loss))
         self._loss["lm/" + task].append(float(lm_loss))
@@ -128,8 +130,7 @@ class TrainingMonitor:
         stats.update({f"lm_loss/{k[3:]}": sum(v) / len(v) for k, v in self._loss.items() if k.startswith("lm/")})
         if self._aux:
             stats["aux_loss"] = sum(self._aux) / len(self._aux)
-        if self._ctc:
-            stats["ctc_loss"] = sum(self._ctc) / len(self._ctc)
+        stats.update({name: sum(v) / len(v) for name, v in self._extra.items()})
         stats["lr"] = float(lr)
         stats["tokens_per_s"] = self._tokens / elapsed
         if self._counts is not None:

@@ -74,14 +74,14 @@ def test_unit_ctc_loss_is_the_heads_ctc_of_the_unit_states_with_its_weight():
     spans = {"starts": torch.tensor([[0, 4]]), "lengths": torch.tensor([4]), "targets": torch.tensor([[5, 6]]),
              "target_lengths": torch.tensor([2])}
     plain = model(input_ids=ids, labels=labels)
-    out = model(input_ids=ids, labels=labels, unit_ctc=spans)
+    out = model(input_ids=ids, labels=labels, unit_spans=spans)
     hidden = model.model(input_ids=ids).last_hidden_state
     expected = _by_hand(model, hidden, 0, 4, 4, torch.tensor([5, 6]))
     torch.testing.assert_close(out.loss, plain.loss + 0.5 * expected, atol=1e-5, rtol=1e-5)
     out.loss.backward()
     assert model.audio_ctc_head.proj.weight.grad.abs().sum() > 0
     off = unit_ctc_model(0.0)  # weight 0: the spans are ignored
-    assert float(off(input_ids=ids, labels=labels, unit_ctc=spans).loss) == float(off(input_ids=ids,
+    assert float(off(input_ids=ids, labels=labels, unit_spans=spans).loss) == float(off(input_ids=ids,
                                                                                       labels=labels).loss)
 
 
@@ -92,7 +92,7 @@ def test_unit_spans_follow_their_tokens_past_spliced_frames():
     spans = {"starts": torch.tensor([[0, 7], [1, 3]]), "lengths": torch.tensor([2, 2]),
              "targets": torch.tensor([[4], [4]]), "target_lengths": torch.tensor([1, 1])}
     out = model(input_ids=ids, attention_mask=mask, labels=labels, audio_features=feats,
-                audio_feature_lengths=lengths, unit_ctc=spans)
+                audio_feature_lengths=lengths, unit_spans=spans)
     base = model(input_ids=ids, attention_mask=mask, labels=labels, audio_features=feats,
                  audio_feature_lengths=lengths)
     spliced = model.splice_audio(ids, feats, lengths, attention_mask=mask, labels=labels)
@@ -124,7 +124,7 @@ def test_brain_passes_the_spans_only_to_a_model_that_uses_them(weight):
     ids = torch.ones(1, 6, dtype=torch.long)
     batch = {"input_ids": ids, "attention_mask": ids, "labels": ids, "unit_spans": [[UnitSpan(2, 3, (4,))]]}
     inputs = brain._model_inputs(batch, sb.Stage.TRAIN)
-    assert ("unit_ctc" in inputs) == (weight > 0)
+    assert ("unit_spans" in inputs) == (weight > 0)
     if weight:
-        assert inputs["unit_ctc"]["starts"].tolist() == [[0, 2]]
-    assert "unit_ctc" not in brain._model_inputs(batch, sb.Stage.VALID)  # validation scores lm_loss only
+        assert inputs["unit_spans"]["starts"].tolist() == [[0, 2]]
+    assert "unit_spans" not in brain._model_inputs(batch, sb.Stage.VALID)  # validation scores lm_loss only
