@@ -115,6 +115,18 @@ def test_mini_speech_lm_stream_is_switched_by_its_weight(data, init_dir, tmp_pat
     assert dict(brain.monitor.task_steps) == {"speech_lm": 2}
 
 
+def test_mini_trains_the_tts_alignment_prior_and_the_unit_ctc_on_tts_batches(data, init_dir, tmp_path):
+    path = next(p for p in TRAINING if p.name == "mini.yaml")
+    weights = ["--asr_weight=0", "--tts_weight=1", "--text_lm_weight=0", "--tts_alignment_weight=1.0"]
+    brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp"), *weights])
+    assert dict(brain.monitor.task_steps) == {"tts": 2}
+    assert [layer.self_attn.record_heads for layer in brain.modules["model"].model.layers] == [0, 1, 1, 1]
+    log = (tmp_path / "exp" / "train_log.txt").read_text()
+    prior = [float(v) for v in re.findall(r"train tts_alignment_loss: ([0-9.e+-]+)", log)]
+    assert len(prior) == 2 and all(0.0 < v < 1.0 for v in prior)
+    assert len(re.findall(r"train unit_ctc_loss: ", log)) == 2
+
+
 VOCODER_HPARAMS = {"vocoder_mean_mel.yaml": [], "vocoder_conv_mel.yaml": ["--number_of_steps=3", "--batch_size=2"]}
 
 
