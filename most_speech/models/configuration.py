@@ -77,7 +77,7 @@ class MoSTConfig(DeepseekV2Config):
         Weight of a guided-attention prior on TTS responses (:mod:`~most_speech.models.tts_alignment`): in
         ``tts_alignment_heads`` heads of each layer in ``tts_alignment_layers``, the query that predicts unit
         ``t`` of ``T`` is pushed to attend to the text near ``t / T`` of the way through it (DC-TTS's guided
-        attention). 0 (MoST): none.
+        attention). A training loss only, and not with gradient checkpointing. 0 (MoST): none.
     tts_alignment_layers : list of int or None
         Decoder layers whose heads carry the prior; None: every layer but the first.
     tts_alignment_heads : int

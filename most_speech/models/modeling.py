@@ -263,6 +263,10 @@ class MoSTForCausalLM(MoSTPreTrainedModel, GenerationMixin):
         hidden states (``unit_ctc_loss``) and, in training, ``tts_alignment_weight`` times the guided-attention
         prior of :mod:`~most_speech.models.tts_alignment` (``tts_alignment_loss``).
         """
+        if self.training and self.model.gradient_checkpointing and self.config.tts_alignment_layer_ids():
+            # checkpointed layers run their first forward without autograd: the prior would not reach the heads
+            raise ValueError("tts_alignment_weight > 0 needs gradient checkpointing off (the prior reads the "
+                             "attention's queries and keys of the forward pass)")
         spliced, input_ids_before = None, input_ids
         if audio_features is not None:
             spliced = self.splice_audio(input_ids, audio_features, audio_feature_lengths, attention_mask, labels)

@@ -105,6 +105,16 @@ def test_model_adds_the_weighted_prior_of_its_recorded_heads_in_training_only():
     assert model(input_ids=ids, labels=ids, unit_spans=spans).tts_alignment_loss is None
 
 
+def test_gradient_checkpointing_is_refused_with_the_prior():
+    model = alignment_model(1.0).train()
+    model.gradient_checkpointing_enable()
+    ids, spans = _tts_row(model.config.layout)
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        model(input_ids=ids, labels=ids, unit_spans=spans)
+    model.eval()
+    assert model(input_ids=ids).logits.shape[1] == ids.shape[1]  # inference is unaffected
+
+
 def test_model_prior_equals_the_mean_of_its_layers():
     model = alignment_model(1.0, num_hidden_layers=3, tts_alignment_layers=[0, 2]).train()
     ids, spans = _tts_row(model.config.layout)
