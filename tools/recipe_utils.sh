@@ -9,8 +9,8 @@
 #
 # Conventions: every option is `--name value` (underscores or dashes, `--name=value` works too) and must
 # name a variable that the script defined before calling parse_options, so a typo fails loudly. Logs go to
-# stderr with a timestamp; `run_logged LOG cmd...` tees a command's output into a log file and keeps its
-# exit status.
+# stderr with a timestamp; `run_logged LOG cmd...` tees a command's output into a log file (progress-bar
+# redraws collapsed to their last state) and keeps its exit status.
 
 # Kaldi/ESPnet's parse_options.sh, as a function: overrides already-defined shell variables.
 parse_options() {
@@ -94,7 +94,9 @@ run_logged() {
   mkdir -p "$(dirname "$logfile")"
   echo "# $(date '+%Y-%m-%d %H:%M:%S') $*" >> "$logfile"
   set -o pipefail
-  "$@" 2>&1 | tee -a "$logfile"
+  # The terminal gets every byte (fd 3); the file keeps each line from its last carriage return on, so a
+  # progress bar leaves its final state there instead of thousands of redraws.
+  { "$@" 2>&1 | tee /dev/fd/3 | awk '{ sub(/.*\r/, ""); print; fflush() }' >> "$logfile"; } 3>&1
 }
 
 # true_value VALUE: true for true/yes/1.

@@ -48,6 +48,10 @@ def test_require_and_run_logged(tmp_path):
     log = tmp_path / "logs" / "x.log"
     res = _bash(f'run_logged "{log}" bash -c "echo hello; exit 3"')
     assert res.returncode == 3 and "hello" in res.stdout and "hello" in log.read_text()
+    bar = r'printf "step 1/3\rstep 2/3\rstep 3/3\nINFO done\n"'
+    res = _bash(f"run_logged '{log}' bash -c '{bar}'")
+    assert res.returncode == 0 and all(f"step {i}/3" in res.stdout for i in (1, 2, 3))  # the terminal: all
+    assert log.read_text().splitlines()[-2:] == ["step 3/3", "INFO done"]  # the file: the bar's last state
 
 
 RECIPES = sorted((UTILS.parents[1] / "recipes").glob("*/run.sh")) + [UTILS.parents[1] / "templates" / "run.sh"]
