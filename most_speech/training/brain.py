@@ -36,6 +36,7 @@ from most_speech.training.features import batch_audio_features, batch_unit_spans
 logger = logging.getLogger(__name__)
 
 _MODEL_KEYS = ("input_ids", "attention_mask", "labels")
+_AUX_LOSSES = ("ctc_loss", "unit_ctc_loss", "tts_alignment_loss")  # logged on their own when the batch had them
 
 
 class MoSTBrain(sb.Brain):
@@ -192,12 +193,9 @@ class MoSTBrain(sb.Brain):
             self.stream.commit()
         if self.monitor is None:
             return
+        aux_losses = {name: float(out[name].detach()) for name in _AUX_LOSSES if out.get(name) is not None}
         self.monitor.record_batch(self._task(batch), float(loss.detach()), float(out.lm_loss.detach()),
-                                  float(out.aux_loss.detach()),
-                                  self._tokens(batch), out.routing_counts,
-                                  None if out.ctc_loss is None else float(out.ctc_loss.detach()),
-                                  {name: float(value.detach()) for name in ("unit_ctc_loss", "tts_alignment_loss")
-                                   if (value := getattr(out, name, None)) is not None})
+                                  float(out.aux_loss.detach()), self._tokens(batch), out.routing_counts, aux_losses)
         if boundary and self.optimizer_step % self.monitor.log_interval == 0:
             extra = {"grad_norm": grad_norm} if grad_norm is not None else {}
             stats = self.monitor.flush(self.optimizer_step, self.engine.lr(), extra)

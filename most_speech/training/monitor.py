@@ -108,10 +108,10 @@ class TrainingMonitor:
 
     def record_batch(self, task: str, loss: float, lm_loss: float, aux_loss: float, tokens: int,
                      routing_counts: Optional[Sequence[torch.Tensor]] = None,
-                     ctc_loss: Optional[float] = None, extra_losses: Optional[Mapping[str, float]] = None) -> None:
-        """Add one trained batch (``ctc_loss``: the audio CTC loss when the batch had one; ``extra_losses``:
-        other auxiliary losses by name, e.g. ``unit_ctc_loss``; each is averaged over the batches that had it)."""
-        for name, value in {"ctc_loss": ctc_loss, **(extra_losses or {})}.items():
+                     extra_losses: Optional[Mapping[str, Optional[float]]] = None) -> None:
+        """Add one trained batch. ``extra_losses``: auxiliary losses by name (``ctc_loss``, ``unit_ctc_loss``,
+        ...; None: the batch had none), each averaged over the batches that had it."""
+        for name, value in (extra_losses or {}).items():
             if value is not None:
                 self._extra[name].append(float(value))
         self.task_steps[task] += 1

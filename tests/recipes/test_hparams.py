@@ -127,6 +127,15 @@ def test_mini_trains_the_tts_alignment_prior_and_the_unit_ctc_on_tts_batches(dat
     assert len(re.findall(r"train unit_ctc_loss: ", log)) == 2
 
 
+def test_mini_logs_the_audio_ctc_loss_of_asr_batches(data, init_dir, tmp_path):
+    path = next(p for p in TRAINING if p.name == "mini.yaml")
+    weights = ["--asr_weight=1", "--tts_weight=0", "--text_lm_weight=0"]
+    brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp"), *weights])
+    assert dict(brain.monitor.task_steps) == {"asr": 2}
+    log = (tmp_path / "exp" / "train_log.txt").read_text()
+    assert len(re.findall(r"train ctc_loss: ", log)) == 2 and "unit_ctc_loss" not in log
+
+
 VOCODER_HPARAMS = {"vocoder_mean_mel.yaml": [], "vocoder_conv_mel.yaml": ["--number_of_steps=3", "--batch_size=2"]}
 
 

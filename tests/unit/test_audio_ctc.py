@@ -133,6 +133,6 @@ def test_asr_examples_carry_their_transcript_and_batches_turn_it_into_targets(tm
 
 def test_monitor_reports_the_ctc_loss(tmp_path):
     mon = TrainingMonitor(str(tmp_path), {0: [0, 1]}, log_interval=1, use_tensorboard=False)
-    mon.record_batch("asr", 2.0, 1.9, 0.0, tokens=10, ctc_loss=3.0)
+    mon.record_batch("asr", 2.0, 1.9, 0.0, tokens=10, extra_losses={"ctc_loss": 3.0})
     mon.record_batch("tts", 2.0, 1.9, 0.0, tokens=10)
     assert mon.flush(1, 1e-3)["ctc_loss"] == 3.0

@@ -161,7 +161,7 @@ def test_monitor_averages_each_auxiliary_loss_over_the_batches_that_had_it(tmp_p
     mon.record_batch("tts", 2.0, 1.9, 0.0, tokens=10, extra_losses={"tts_alignment_loss": 0.2})
     mon.record_batch("tts", 2.0, 1.9, 0.0, tokens=10, extra_losses={"tts_alignment_loss": 0.4,
                                                                      "unit_ctc_loss": 3.0})
-    mon.record_batch("asr", 2.0, 1.9, 0.0, tokens=10, ctc_loss=1.0)
+    mon.record_batch("asr", 2.0, 1.9, 0.0, tokens=10, extra_losses={"ctc_loss": 1.0})
     stats = mon.flush(1, 1e-3)
     assert stats["tts_alignment_loss"] == pytest.approx(0.3)
     assert stats["unit_ctc_loss"] == 3.0 and stats["ctc_loss"] == 1.0
