@@ -1,6 +1,4 @@
 """Feature augmentation in MoSTBrain: SpeechBrain augmenters on the spliced frames, training batches only."""
-from types import SimpleNamespace
-
 import pytest
 import speechbrain as sb
 import torch
@@ -8,16 +6,15 @@ from speechbrain.augment.augmenter import Augmenter
 from speechbrain.augment.freq_domain import SpectrogramDrop, Warping
 
 from most_speech.data.templates import AudioSpan
-from most_speech.training.brain import MoSTBrain
 
 
-def _brain(augment):
-    brain = object.__new__(MoSTBrain)  # only the attributes _model_inputs reads
-    brain.hparams = SimpleNamespace(feature_augment=augment)
-    brain.device = "cpu"
-    mats = {"a": torch.randn(30, 8), "b": torch.randn(20, 8)}
-    brain.feature_source = lambda keys: [mats[k].clone() for k in keys]
-    return brain, mats
+@pytest.fixture
+def augmenting_brain(bare_brain):
+    """``make(augment)`` -> (a bare brain with that ``feature_augment``, the frames its feature source holds)."""
+    def make(augment):
+        mats = {"a": torch.randn(30, 8), "b": torch.randn(20, 8)}
+        return bare_brain(feature_source=lambda keys: [mats[k].clone() for k in keys], feature_augment=augment), mats
+    return make
 
 
 def _batch():
@@ -33,9 +30,9 @@ def _specaugment():
         Warping(warp_window=2, dim=2)])
 
 
-def test_augmentation_changes_training_frames_only():
+def test_augmentation_changes_training_frames_only(augmenting_brain):
     torch.manual_seed(0)
-    brain, mats = _brain(_specaugment())
+    brain, mats = augmenting_brain(_specaugment())
     train = brain._model_inputs(_batch(), sb.Stage.TRAIN)
     valid = brain._model_inputs(_batch(), sb.Stage.VALID)
     assert train["audio_features"].shape == valid["audio_features"].shape == (2, 30, 8)
@@ -45,13 +42,13 @@ def test_augmentation_changes_training_frames_only():
     assert not torch.equal(train["audio_features"][0], mats["a"])
 
 
-def test_no_augmenter_leaves_frames_alone():
-    brain, mats = _brain(None)
+def test_no_augmenter_leaves_frames_alone(augmenting_brain):
+    brain, mats = augmenting_brain(None)
     train = brain._model_inputs(_batch(), sb.Stage.TRAIN)
     assert torch.equal(train["audio_features"][0], mats["a"])
 
 
-def test_augmenter_that_adds_examples_is_refused():
-    brain, _ = _brain(Augmenter(concat_original=True, augmentations=[Warping(warp_window=2, dim=2)]))
+def test_augmenter_that_adds_examples_is_refused(augmenting_brain):
+    brain, _ = augmenting_brain(Augmenter(concat_original=True, augmentations=[Warping(warp_window=2, dim=2)]))
     with pytest.raises(ValueError, match="feature_augment changed the feature shape"):
         brain._model_inputs(_batch(), sb.Stage.TRAIN)

@@ -140,16 +140,10 @@ def test_config_checks_the_prior(bad, match):
     assert MoSTConfig.tiny(tts_alignment_layers=[7]).tts_alignment_layer_ids() == []  # weight 0: off
 
 
-def test_brain_passes_the_spans_to_a_model_with_the_prior_alone():
-    from types import SimpleNamespace
-
+def test_brain_passes_the_spans_to_a_model_with_the_prior_alone(bare_brain):
     import speechbrain as sb
 
-    from most_speech.training.brain import MoSTBrain
-
-    brain = object.__new__(MoSTBrain)  # only the attributes _model_inputs reads
-    brain.hparams, brain.device, brain.feature_source, brain.engine = SimpleNamespace(), "cpu", None, None
-    brain.modules = {"model": alignment_model(1.0)}
+    brain = bare_brain(alignment_model(1.0))
     ids = torch.ones(1, 6, dtype=torch.long)
     batch = {"input_ids": ids, "attention_mask": ids, "labels": ids, "unit_spans": [[UnitSpan(2, 3, (4,))]]}
     assert brain._model_inputs(batch, sb.Stage.TRAIN)["unit_spans"]["target_lengths"].tolist() == [1]

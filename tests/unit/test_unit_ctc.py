@@ -111,16 +111,10 @@ def test_config_needs_the_ctc_head():
 
 
 @pytest.mark.parametrize("weight", [0.0, 0.5])
-def test_brain_passes_the_spans_only_to_a_model_that_uses_them(weight):
-    from types import SimpleNamespace
-
+def test_brain_passes_the_spans_only_to_a_model_that_uses_them(weight, bare_brain):
     import speechbrain as sb
 
-    from most_speech.training.brain import MoSTBrain
-
-    brain = object.__new__(MoSTBrain)  # only the attributes _model_inputs reads
-    brain.hparams, brain.device, brain.feature_source, brain.engine = SimpleNamespace(), "cpu", None, None
-    brain.modules = {"model": unit_ctc_model(weight)}
+    brain = bare_brain(unit_ctc_model(weight))
     ids = torch.ones(1, 6, dtype=torch.long)
     batch = {"input_ids": ids, "attention_mask": ids, "labels": ids, "unit_spans": [[UnitSpan(2, 3, (4,))]]}
     inputs = brain._model_inputs(batch, sb.Stage.TRAIN)
