@@ -42,7 +42,7 @@ hubert_dir=
 hubert_layer=11
 phonetic_dir=             # encoder=phonetic: its directory (default $expdir/phonetic_encoder)
 phonetic_args="--steps 800 --targets phonemes --layer 3"   # most-train-phonetic-encoder options
-nclusters=256
+nclusters=64              # k-means units; 64 beat 256 and 32 on the LibriHeavy mini TTS (HuBERT: 500)
 km_max_frames=1000000
 km_n_init=5               # k-means++ restarts (fairseq's HuBERT recipe: 20)
 km_feature_norm=none      # k-means input: none (HuBERT, phonetic) | utterance (per-utterance mean/variance: fbank)

@@ -72,7 +72,7 @@ parse_options "$@"
 if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
   encoder=phonetic; phonetic_args="--steps 800 --targets phonemes --layer 3"; frame_stack=2   # as LibriHeavy mini
-  nclusters=256; km_n_init=5; unit_rate=25   # 25 Hz units of the phonetic encoder's layer 3
+  nclusters=64; km_n_init=5; unit_rate=25    # 25 Hz units of the phonetic encoder's layer 3 (K as LibriHeavy mini)
   asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3; tts_candidates=4   # decoding as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"
