@@ -86,8 +86,8 @@ if true_value "$mini"; then
   # line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus
   encoder=phonetic; phonetic_args="--steps 800 --targets phonemes --layer 3"; frame_stack=2; text_form=normalized
-  nclusters=64; km_n_init=5; unit_rate=25    # 25 Hz units of the phonetic encoder's layer 3; K=64 (dev TTS
-                                            # judge 76.5 -> 69.7 % against K=256; RESULTS.md)
+  nclusters=64; km_n_init=5; unit_rate=25    # 25 Hz units of the phonetic encoder's layer 3; K=64: dev TTS
+                                            # judge 69.7 % against 76.5 % with K=256 (RESULTS.md)
   asr_beam_size=4; asr_ctc_weight=0.7   # joint CTC/attention decoding (weight chosen on the dev split)
   tts_temperature=0.3                   # chosen on the dev split (40 sentences: 0.8 / 0.5 / 0.3 / greedy)
   tts_candidates=4                      # best of 4 by the model's own ASR (dev: 84.4 -> 80.6 % judge WER)
