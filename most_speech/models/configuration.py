@@ -189,6 +189,16 @@ class MoSTConfig(DeepseekV2Config):
             self._validate_group_limited(E, k)
         self._validate_layout()
 
+    def reads_unit_spans(self) -> bool:
+        """Whether a training forward uses TTS unit spans (``unit_spans``): the unit-side CTC or the prior.
+
+        Examples
+        --------
+        >>> MoSTConfig.tiny().reads_unit_spans(), MoSTConfig.tiny(tts_alignment_weight=1.0).reads_unit_spans()
+        (False, True)
+        """
+        return self.unit_ctc_weight > 0 or self.tts_alignment_weight > 0
+
     def tts_alignment_layer_ids(self) -> List[int]:
         """Layers whose first ``tts_alignment_heads`` heads carry the TTS alignment prior (none at weight 0)."""
         if self.tts_alignment_weight <= 0:

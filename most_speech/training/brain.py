@@ -131,16 +131,11 @@ class MoSTBrain(sb.Brain):
             inputs.update(audio)
         # validation scores lm_loss alone: the unit-side CTC and the TTS alignment prior are training losses only
         spans = batch.get("unit_spans") or []
-        if stage == sb.Stage.TRAIN and any(spans) and self._reads_unit_spans():
+        if stage == sb.Stage.TRAIN and any(spans) and self.model.config.reads_unit_spans():
             units = batch_unit_spans(spans)
             if units is not None:
                 inputs["unit_spans"] = units
         return inputs
-
-    def _reads_unit_spans(self) -> bool:
-        """Whether the model has a training loss on TTS unit spans (unit-side CTC or the alignment prior)."""
-        config = self.model.config
-        return getattr(config, "unit_ctc_weight", 0.0) > 0 or getattr(config, "tts_alignment_weight", 0.0) > 0
 
     def _augment(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``feature_augment`` on the padded frames; it may not change their number (the spliced positions
