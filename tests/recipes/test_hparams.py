@@ -164,3 +164,39 @@ def test_vocoder_hparams_fit(tmp_path, name):
     assert voc.km_tag == KM_TAG
     wav = voc.synthesize([[1, 2, 3, 4, 5]], km_tag=KM_TAG)[0]
     assert wav.ndim == 1 and wav.shape[0] > 0 and torch.isfinite(torch.as_tensor(wav)).all()
+
+
+def _plain_yaml(path: Path) -> dict:
+    """An hparams file as plain data, every HyperPyYAML tag (``!ref``, ``!new:`` ...) kept as (tag, value)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def tagged(loader, suffix, node):
+        if isinstance(node, yaml.MappingNode):
+            return suffix, loader.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return suffix, loader.construct_sequence(node, deep=True)
+        return suffix, loader.construct_scalar(node)
+
+    Loader.add_multi_constructor("!", tagged)
+    return yaml.load(path.read_text(), Loader)
+
+
+# what an ablation variant may change (its MoE layout) or set on its own (its step budget, the fixed mix)
+ABLATION_MODEL_KEYS = {"n_shared_experts", "num_experts_per_tok", "first_k_dense_replace", "use_modality_aware_routing"}
+ABLATION_OWN_KEYS = {"number_of_epochs", "tasks", "valid_tasks"}
+
+
+@pytest.mark.parametrize("variant", ["dense", "moe", "mamoe", "mamoe_noshared"])
+def test_ablation_variants_are_the_mini_model_but_for_the_moe_layout(variant):
+    hparams = ROOT / "recipes" / "LibriHeavy" / "hparams"
+    mini = _plain_yaml(hparams / "mini.yaml")
+    ablation = _plain_yaml(hparams / f"ablation_{variant}.yaml")
+    (_, mini_model), (_, model) = mini.pop("model_config"), ablation.pop("model_config")
+    strip = lambda cfg: {k: v for k, v in cfg.items() if k not in ABLATION_MODEL_KEYS}  # noqa: E731
+    assert strip(model) == strip(mini_model)
+    shared = {k: v for k, v in ablation.items() if k not in ABLATION_OWN_KEYS}
+    assert shared == {k: mini[k] for k in shared}, "ablation settings drifted from mini.yaml"
+    assert ablation["tasks"].keys() == {"asr", "tts", "text_lm"}
