@@ -195,8 +195,10 @@ def test_ablation_variants_are_the_mini_model_but_for_the_moe_layout(variant):
     mini = _plain_yaml(hparams / "mini.yaml")
     ablation = _plain_yaml(hparams / f"ablation_{variant}.yaml")
     (_, mini_model), (_, model) = mini.pop("model_config"), ablation.pop("model_config")
-    strip = lambda cfg: {k: v for k, v in cfg.items() if k not in ABLATION_MODEL_KEYS}  # noqa: E731
-    assert strip(model) == strip(mini_model)
+    def common(cfg):
+        return {k: v for k, v in cfg.items() if k not in ABLATION_MODEL_KEYS}
+
+    assert common(model) == common(mini_model)
     shared = {k: v for k, v in ablation.items() if k not in ABLATION_OWN_KEYS}
     assert shared == {k: mini[k] for k in shared}, "ablation settings drifted from mini.yaml"
     assert ablation["tasks"].keys() == {"asr", "tts", "text_lm"}
