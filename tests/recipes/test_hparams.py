@@ -195,6 +195,7 @@ def test_ablation_variants_are_the_mini_model_but_for_the_moe_layout(variant):
     mini = _plain_yaml(hparams / "mini.yaml")
     ablation = _plain_yaml(hparams / f"ablation_{variant}.yaml")
     (_, mini_model), (_, model) = mini.pop("model_config"), ablation.pop("model_config")
+
     def common(cfg):
         return {k: v for k, v in cfg.items() if k not in ABLATION_MODEL_KEYS}
 
