@@ -15,7 +15,8 @@
 
 ``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense ... --results RESULTS.md``
     One row per run name: parameters (total / activated per token), final losses, ASR WER, TTS judge WER,
-    pair accuracy; a name given several folders (one per seed) gets means ± standard deviations.
+    pair accuracy; a name given several folders (one per seed) gets means ± standard deviations, and a second
+    table gives each seed's ASR WER and pair accuracy (seeds read from ``<run>/train/hyperparams.yaml``).
 """
 from __future__ import annotations
 
@@ -258,14 +259,45 @@ def _run_figures(run: Path) -> dict:
         fig["tts"] = float(tts[0]["wer"])
     if slm:
         fig["pairs"], fig["pairs_ci"] = float(slm[0]["accuracy"]), slm[0]["ci95"]
+    seed = _training_seed(run)
+    if seed is not None:
+        fig["seed"] = seed
     return fig
+
+
+def _training_seed(run: Path) -> Optional[int]:
+    """The ``seed:`` of the hparams SpeechBrain saved with the run (overrides applied), if any."""
+    saved = run / "train" / "hyperparams.yaml"
+    if not saved.is_file():
+        return None
+    # a regex, not a YAML load: the file holds !apply / !ref tags that would build objects
+    found = re.search(r"^seed:\s*(\d+)\s*(#.*)?$", saved.read_text(), re.M)
+    return int(found.group(1)) if found else None
+
+
+def _per_seed_table(groups: Dict[str, List[dict]]) -> List[str]:
+    """``ASR WER % / pairs %`` of every run, one column per seed: the paired view behind the means."""
+    seeds = sorted({f.get("seed") for figs in groups.values() for f in figs}, key=lambda s: (s is None, s))
+    head = ["", "ASR WER % / spoken-LM pairs % of each seed (the seed sets initialisation and batch order, so "
+            "runs in one column saw the same batches):", "",
+            "| run | " + " | ".join(f"seed {s}" if s is not None else "seed ?" for s in seeds) + " |",
+            "|---|" + "---:|" * len(seeds)]
+    rows = []
+    for name, figs in groups.items():
+        cells = []
+        for seed in seeds:
+            f = next((f for f in figs if f.get("seed") == seed), None)
+            cells.append("-" if f is None else
+                         " / ".join(f"{f[k]:.2f}" if k in f else "-" for k in ("asr", "pairs")))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + rows
 
 
 def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") -> str:
     """One table row per run name (``train/``, ``score/{asr,tts,slm}_*`` in each folder).
 
-    Several folders under one name (seeds) make one row of means ± sample standard deviations; a single
-    folder's pair accuracy keeps its 95 % CI.
+    Several folders under one name (seeds) make one row of means ± sample standard deviations, and a table
+    of each seed's figures follows; a single folder's pair accuracy keeps its 95 % CI.
     """
     head = ["## " + title, "",
             "| run | seeds | params total | params active / token | train loss asr / tts / text_lm | "
@@ -290,6 +322,8 @@ def ablation_section(runs: Sequence[Tuple[str, Path]], title: str = "Ablation") 
             pairs += f" [{lo:.1f}-{hi:.1f}]"
         rows.append(f"| {name} | {len(figs)} | {total} | {active} | {losses('train')} | {losses('valid')} | "
                     f"{_mean_sd(values('asr'), 2)} | {_mean_sd(values('tts'), 2)} | {pairs} |")
+    if any(len(figs) > 1 for figs in groups.values()):
+        rows += _per_seed_table(groups)
     return "\n".join(head + rows + [""])
 
 

@@ -186,8 +186,12 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     assert text.index("replaced") < text.index("second")
 
 
-def _ablation_run(run, wer, acc, asr_loss=2.0):
+def _ablation_run(run, wer, acc, asr_loss=2.0, seed=None):
     _tb(run / "train" / "tb", {"train/loss/asr": [(10, asr_loss)], "valid/loss/tts": [(10, 3.25)]})
+    if seed is not None:  # as SpeechBrain saves the hparams, overrides applied and tags kept
+        (run / "train" / "hyperparams.yaml").write_text(
+            f"# seeded run\nseed: {seed}   # the default\n__set_seed: !apply:torch.manual_seed [!ref <seed>]\n"
+            "sub:\n  seed: 7\n")
     (run / "score" / "asr_test").mkdir(parents=True)
     (run / "score" / "asr_test" / "summary.json").write_text(json.dumps({"error_rate": wer}))
     if acc is not None:
@@ -217,4 +221,16 @@ def test_ablation_section_averages_the_seeds_of_a_run(tmp_path):
     # means and sample standard deviations over the 3 seeds; no CI for a mean
     assert moe.split(" | ")[1] == "3" and "2.500 ± 0.500 / - / -" in moe
     assert moe.endswith("| 34.00 ± 4.00 | - | 57.00 ± 2.00 |")
-    assert [r.split(" | ")[0] for r in table if r.startswith("| ") and "---" not in r][1:] == ["| moe", "| dense"]
+    assert [r.split(" | ")[0] for r in table if r.startswith("| ") and "---" not in r][1:3] == ["| moe", "| dense"]
+
+
+def test_ablation_section_lists_each_seed_in_its_column(tmp_path):
+    runs = [("moe", _ablation_run(tmp_path / f"moe{seed}", wer, acc, seed=seed))
+            for seed, wer, acc in [(1987, 34.0, 59.0), (1986, 30.0, 55.0)]]
+    runs.append(("dense", _ablation_run(tmp_path / "dense", 28.0, None, seed=1986)))
+    table = report.ablation_section(runs).splitlines()
+    assert "| run | seed 1986 | seed 1987 |" in table
+    assert "| moe | 30.00 / 55.00 | 34.00 / 59.00 |" in table
+    assert "| dense | 28.00 / - | - |" in table
+    # one folder per name: no per-seed table
+    assert not any("seed 1986" in r for r in report.ablation_section(runs[2:]).splitlines())
