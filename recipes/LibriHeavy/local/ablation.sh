@@ -4,7 +4,9 @@
 # Reuses the mini run's data (stages 0-7 of `run.sh --mini true`, run here first if missing), trains each
 # variant for the same number of steps, decodes and scores ASR and the spoken-LM pairs, and writes the
 # "ablation" section of RESULTS.md. With several --seeds every variant is trained once per seed (the seed
-# sets the initialisation and the batch order) and the table gives means ± standard deviations.
+# sets the initialisation and the batch order) and the table gives means ± standard deviations and each
+# seed's figures. Runs go to $expdir/ablation/<variant>/seed<seed>: adding seeds later reuses finished runs
+# (delete a run's folder to retrain it, e.g. after changing --epochs).
 #
 #   bash local/ablation.sh [--epochs 10] [--seeds "1986 1987 1988"] [--variants "dense moe mamoe mamoe_noshared"]
 #       [any run.sh option; --train_args "..." is added after this script's own overrides]
@@ -34,8 +36,7 @@ read -r -a seed_list <<< "$seeds"
 runs=()
 for v in $variants; do
   for seed in "${seed_list[@]}"; do
-    tag=ablation/$v
-    [ "${#seed_list[@]}" -gt 1 ] && tag=ablation/$v/seed$seed
+    tag=ablation/$v/seed$seed
     log "ablation: $v, seed $seed"
     bash run.sh --mini true --expdir "$expdir" --stage 8 --stop_stage 10 --hparams "hparams/ablation_$v.yaml" \
       --tag "$tag" --evals "$evals" --train_args "--number_of_epochs=$epochs --seed=$seed $train_args" "${rest[@]}"
