@@ -13,7 +13,7 @@
     * ``<exp>/run_info.json``                     optional free-form facts (corpus size, hardware...);
     * ``<exp>/timings.tsv``                       ``stage<TAB>seconds<TAB>title`` lines written by run.sh.
 
-``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense ... --results RESULTS.md``
+``python -m most_speech.recipes.report ablation --run dense=exp/ablation/dense/seed1986 ... --results RESULTS.md``
     One row per run name: parameters (total / activated per token), final losses, ASR WER, TTS judge WER,
     pair accuracy; a name given several folders (one per seed) gets means ± standard deviations, and a second
     table gives each seed's ASR WER and pair accuracy (seeds read from ``<run>/train/hyperparams.yaml``).
