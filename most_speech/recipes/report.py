@@ -276,14 +276,21 @@ def _training_seed(run: Path) -> Optional[int]:
 
 
 def _per_seed_table(groups: Dict[str, List[dict]]) -> List[str]:
-    """``ASR WER % / pairs %`` of every run, one column per seed: the paired view behind the means."""
-    seeds = sorted({f.get("seed") for figs in groups.values() for f in figs}, key=lambda s: (s is None, s))
+    """``ASR WER % / pairs %`` of every run, one column per seed: the paired view behind the means.
+
+    Runs whose seed is unknown are left out (a column per seed would fold them together); none known: no table.
+    """
+    seeds = sorted({f["seed"] for figs in groups.values() for f in figs if "seed" in f})
+    if not seeds:
+        return []
     head = ["", "ASR WER % / spoken-LM pairs % of each seed (the seed sets initialisation and batch order, so "
             "runs in one column saw the same batches):", "",
-            "| run | " + " | ".join(f"seed {s}" if s is not None else "seed ?" for s in seeds) + " |",
+            "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |",
             "|---|" + "---:|" * len(seeds)]
     rows = []
     for name, figs in groups.items():
+        if not any("seed" in f for f in figs):
+            continue
         cells = []
         for seed in seeds:
             f = next((f for f in figs if f.get("seed") == seed), None)
