@@ -45,7 +45,15 @@ def read_scalars(tb_dir) -> Curves:
 
     if not Path(tb_dir).is_dir():
         return {}
-    acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+    # The directory watcher logs "No path found after <last event file>" at INFO for every folder it reads,
+    # which lands in the recipes' logs once per run reported; only its warnings are worth keeping there.
+    tb_log = logging.getLogger("tensorboard")
+    level = tb_log.level
+    tb_log.setLevel(max(level, logging.WARNING))
+    try:
+        acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+    finally:
+        tb_log.setLevel(level)
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 

@@ -1,5 +1,6 @@
 """most_speech.recipes: task manifests, mini-grammar text, TTS-eval manifest, SmolTalk data, RESULTS.md."""
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,14 @@ def test_results_section_tables_curves_and_sections(tmp_path):
     text = md.read_text()
     assert text.count("<!-- begin mini -->") == 1 and "replaced" in text and "12.50" not in text
     assert text.index("replaced") < text.index("second")
+
+
+def test_read_scalars_keeps_tensorboard_info_out_of_the_log(tmp_path, caplog):
+    _tb(tmp_path / "tb", {"train/loss/asr": [(10, 3.0), (20, 1.5)]})
+    with caplog.at_level(logging.INFO):
+        assert report.read_scalars(tmp_path / "tb") == {"train/loss/asr": [(10, 3.0), (20, 1.5)]}
+    assert not [r for r in caplog.records if r.name.startswith("tensorboard") and r.levelno < logging.WARNING]
+    assert logging.getLogger("tensorboard").level == logging.NOTSET  # restored
 
 
 def _ablation_run(run, wer, acc, asr_loss=2.0, seed=None):
