@@ -135,18 +135,22 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"
   fi
-  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, each pair spoken by every held-out voice
-  if true_value "$mini" && [[ " $evals " == *" slm "* ]]; then
-    slm_dir=$datadir/slm_swuggy
+  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, each pair spoken by every held-out voice;
+  # slm_sentences (opt-in): the same pseudowords inside the test sentences, one word swapped per sentence
+  for set_name in slm slm_sentences; do
+    true_value "$mini" && [[ " $evals " == *" $set_name "* ]] || continue
+    slm_dir=$datadir/${set_name/slm/slm_swuggy}
     if [ ! -f "$slm_dir/pairs.csv" ] || [ "$(cat "$slm_dir/voices.txt" 2>/dev/null)" != "$slm_voices" ]; then
-      python3 -m most_speech.recipes.mini words --limit "$slm_num_words" --out "$slm_dir/words.txt"
+      limit=$slm_num_words; sentences=()   # in sentences, the test split bounds the set, not the word list
+      [ "$set_name" = slm ] || { limit=0; sentences=(--sentences "$datadir/$s.jsonl"); }
+      python3 -m most_speech.recipes.mini words --limit "$limit" --out "$slm_dir/words.txt"
       # shellcheck disable=SC2086  # one argument per voice
-      most-score build-swuggy --words "$slm_dir/words.txt" --voice $slm_voices --out "$slm_dir"
+      most-score build-swuggy --words "$slm_dir/words.txt" "${sentences[@]}" --voice $slm_voices --out "$slm_dir"
       echo "$slm_voices" > "$slm_dir/voices.txt"
     fi
     most-decode slm-pairs "$export" --pairs "$slm_dir/pairs.csv" --device "$device" \
-      --out "$exp/decode/slm_swuggy/pairs.jsonl"
-  fi
+      --out "$exp/decode/$(basename "$slm_dir")/pairs.jsonl"
+  done
   finish 9 "decode"
 fi
 

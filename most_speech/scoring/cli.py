@@ -6,7 +6,7 @@ Subcommands::
     most-score intelligibility --manifest M.jsonl --judge whisper [--judge pocketsphinx] --out DIR
     most-score slm --pairs PAIRS.jsonl --model HF_DIR --out DIR [--normalize] [--bos-id N]
     most-score build-sblimp --blimp blimp.jsonl --out DIR [--max-per-paradigm N] [--voice SPEC [SPEC ...]]
-    most-score build-swuggy --out DIR [--words FILE] [--voice SPEC [SPEC ...]]
+    most-score build-swuggy --out DIR [--words FILE] [--sentences FILE] [--voice SPEC [SPEC ...]]
     most-score build-storycloze --stories S.jsonl --out DIR [--voice SPEC [SPEC ...]]
     most-score build-qa --questions test.json --out DIR [--limit N] [--voice SPEC]
     most-score qa --questions Q --pred P --out DIR            (text answers)
@@ -84,9 +84,28 @@ def _cmd_build_sblimp(args) -> dict:
 
 
 def _cmd_build_swuggy(args) -> dict:
-    from most_speech.scoring.slm_data import load_wordlist, make_wuggy_pairs
+    from most_speech.scoring.slm_data import load_wordlist, make_sentence_wuggy_pairs, make_wuggy_pairs
 
-    return _build(args, make_wuggy_pairs(load_wordlist(args.words), seed=args.seed))
+    words = load_wordlist(args.words)
+    if not args.sentences:
+        return _build(args, make_wuggy_pairs(words, seed=args.seed))
+    pairs = make_sentence_wuggy_pairs(_read_sentences(args.sentences), words, seed=args.seed)
+    if not pairs:
+        raise SystemExit(f"{args.sentences}: no sentence holds a word of the word list with a pseudoword")
+    return _build(args, pairs)
+
+
+def _read_sentences(path) -> List[str]:
+    """Sentences of a manifest (JSONL, field ``text``) or of a text file (one per line)."""
+    from most_speech.scoring.io import read_jsonl
+
+    if str(path).endswith(".jsonl"):
+        rows = list(read_jsonl(path))
+        missing = [r.get("id", i) for i, r in enumerate(rows, 1) if not str(r.get("text", "")).strip()]
+        if missing:
+            raise SystemExit(f"{path}: entries without a 'text' field: {missing[:5]}")
+        return [str(r["text"]) for r in rows]
+    return [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
 
 
 def _cmd_build_storycloze(args) -> dict:
@@ -183,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-swuggy", help="synthesize word / pseudoword pairs (sWUGGY-style)")
     p.add_argument("--words", default=None, help="word list (default: the shipped list)")
+    p.add_argument("--sentences", default=None,
+                   help="pairs inside sentences instead of single words: a manifest (.jsonl, field text) or one "
+                        "sentence per line; one word of each sentence is replaced by its pseudoword")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     _add_voice(p, several=True)

@@ -37,7 +37,8 @@ from most_speech.scoring.slm import LikelihoodPair
 from most_speech.scoring.synth import DEFAULT_VOICE, synthesize_many
 
 __all__ = ["load_blimp", "load_wordlist", "real_word_lexicon", "make_pseudoword", "make_wuggy_pairs",
-           "load_stories", "build_audio_pairs", "read_audio_pairs", "encode_audio_pairs", "MANIFEST_FIELDS"]
+           "make_sentence_wuggy_pairs", "load_stories", "build_audio_pairs", "read_audio_pairs", "encode_audio_pairs",
+           "MANIFEST_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,37 @@ def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0,
             log.warning("no pseudoword found for %r; skipped", w)
             continue
         pairs.append({"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pw})
+    return pairs
+
+
+def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence[str]] = None, seed: int = 0,
+                              lexicon: Optional[Set[str]] = None, min_letters: int = 4) -> List[Dict[str, str]]:
+    """sWUGGY pairs inside sentences: each sentence against itself with one word replaced by its pseudoword.
+
+    A model trained on sentences alone never hears a word spoken on its own, so isolated-word pairs test it
+    out of its domain; these pairs keep the context. Each sentence gives at most one pair: among its words of
+    at least ``min_letters`` letters that have a pseudoword (:func:`make_wuggy_pairs` of ``words``), one is
+    drawn (seeded) and replaced. Sentences without such a word are skipped. Text is lower-cased and split on
+    whitespace.
+
+    Examples
+    --------
+    >>> pairs = make_sentence_wuggy_pairs(["the red table", "a cat"], words=["table"], lexicon={"table"})
+    >>> len(pairs), pairs[0]["good_text"], pairs[0]["bad_text"].split()[:2]
+    (1, 'the red table', ['the', 'red'])
+    """
+    pseudo = {p["good_text"]: p["bad_text"] for p in make_wuggy_pairs(words, seed=seed, lexicon=lexicon)}
+    rng = random.Random(seed)
+    pairs = []
+    for i, sentence in enumerate(sentences):
+        tokens = sentence.lower().split()
+        slots = [k for k, w in enumerate(tokens) if w in pseudo and len(w) >= min_letters]
+        if not slots:
+            continue
+        k = rng.choice(slots)
+        bad = tokens[:k] + [pseudo[tokens[k]]] + tokens[k + 1:]
+        pairs.append({"id": f"swuggy_sent_{i:05d}", "type": "lexical", "group": "",
+                      "good_text": " ".join(tokens), "bad_text": " ".join(bad)})
     return pairs
 
 

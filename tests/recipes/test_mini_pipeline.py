@@ -54,6 +54,11 @@ def test_mini_pipeline_end_to_end(tmp_path):
     info = json.loads((exp / "export" / "most.json").read_text())
     assert info["encoder"]["kind"] == "phonetic" and (exp / "export" / "encoder" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "exp" / "phonetic_encoder" / "valid.json").read_text())["steps"] == 3
+    # opt-in: the pseudowords inside the test sentences (one pair per sentence and voice)
+    sentences = _run(tmp_path, "--evals", "slm_sentences", "--stop_stage", "10", stage=9)
+    assert sentences.returncode == 0, sentences.stderr[-3000:]
+    in_context = json.loads((exp / "score" / "slm_swuggy_sentences" / "summary.json").read_text())
+    assert in_context["n_pairs"] == 16 and set(in_context["per_voice"]) == set(slm["per_voice"])
     # a rerun of the data stages finds them done and redoes nothing
     again = _run(tmp_path, "--stop_stage", "7")
     assert again.returncode == 0, again.stderr[-2000:]

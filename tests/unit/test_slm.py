@@ -14,8 +14,8 @@ from most_speech.scoring.cli import main
 from most_speech.scoring.slm import (LikelihoodPair, evaluate_pairs, make_score_fn, read_pairs, sequence_logprob,
                                      sign_test, wilson_interval, write_pairs)
 from most_speech.scoring.slm_data import (build_audio_pairs, encode_audio_pairs, load_blimp, load_stories,
-                                          load_wordlist, make_pseudoword, make_wuggy_pairs, read_audio_pairs,
-                                          real_word_lexicon)
+                                          load_wordlist, make_pseudoword, make_sentence_wuggy_pairs,
+                                          make_wuggy_pairs, read_audio_pairs, real_word_lexicon)
 
 SHARED = Path(os.environ.get("MOST_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BLIMP = SHARED / "blimp_subset" / "blimp_first100.jsonl"
@@ -189,6 +189,42 @@ def test_pseudoword_rule():
     assert by_seed[0] != by_seed[1]  # the seed changes the draw
     pairs = make_wuggy_pairs(words, lexicon=lexicon)
     assert len(pairs) >= 0.9 * len(words) and all(p["type"] == "lexical" for p in pairs)
+
+
+def test_sentence_wuggy_pairs_replace_one_long_word_per_sentence():
+    words = ["garden", "window", "cat"]
+    lexicon = real_word_lexicon(words)
+    sentences = ["The CAT sat in the garden", "a cat by the window of the garden", "no such word", "the cat"]
+    pairs = make_sentence_wuggy_pairs(sentences, words, lexicon=lexicon)
+    assert [p["id"] for p in pairs] == ["swuggy_sent_00000", "swuggy_sent_00001"]  # the others: nothing to swap
+    assert pairs[0]["good_text"] == "the cat sat in the garden"
+    assert pairs[0]["bad_text"] == f"the cat sat in the {make_pseudoword('garden', lexicon)}"
+    changed = [(g, b) for g, b in zip(pairs[1]["good_text"].split(), pairs[1]["bad_text"].split()) if g != b]
+    assert len(changed) == 1 and changed[0][0] in {"window", "garden"}  # "cat" is under min_letters
+    assert changed[0][1] == make_pseudoword(changed[0][0], lexicon)
+    assert pairs == make_sentence_wuggy_pairs(sentences, words, lexicon=lexicon)  # seeded
+    drawn = {make_sentence_wuggy_pairs(sentences, words, seed=s, lexicon=lexicon)[1]["bad_text"] for s in range(8)}
+    assert len(drawn) > 1  # the seed draws the slot (and the pseudoword)
+
+
+def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path):
+    (tmp_path / "words.txt").write_text("garden\nwindow\n")
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text('{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2", "text": "SIT DOWN"}\n')
+    assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(manifest),
+                 "--out", str(tmp_path / "s")]) == 0
+    rows = read_audio_pairs(tmp_path / "s" / "pairs.csv")
+    assert [(r["id"], r["good_text"]) for r in rows] == [("swuggy_sent_00000", "open the window")]
+    assert rows[0]["bad_text"].startswith("open the ") and rows[0]["bad_text"] != "open the window"
+    assert all(Path(r[k]).is_file() for r in rows for k in ("good_path", "bad_path"))
+    (tmp_path / "bad.jsonl").write_text('{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2"}\n')
+    with pytest.raises(SystemExit, match="u2"):
+        main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(tmp_path / "bad.jsonl"),
+              "--out", str(tmp_path / "b")])
+    (tmp_path / "none.txt").write_text("sit down\n")
+    with pytest.raises(SystemExit, match="no sentence"):
+        main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(tmp_path / "none.txt"),
+              "--out", str(tmp_path / "n")])
 
 
 def test_pseudoword_gives_up_when_everything_is_a_word():
