@@ -91,21 +91,21 @@ def _cmd_build_swuggy(args) -> dict:
         return _build(args, make_wuggy_pairs(words, seed=args.seed))
     pairs = make_sentence_wuggy_pairs(_read_sentences(args.sentences), words, seed=args.seed)
     if not pairs:
-        raise SystemExit(f"{args.sentences}: no sentence holds a word of the word list with a pseudoword")
+        raise ValueError(f"{args.sentences}: no sentence holds a word of the word list with a pseudoword")
     return _build(args, pairs)
 
 
 def _read_sentences(path) -> List[str]:
-    """Sentences of a manifest (JSONL, field ``text``) or of a text file (one per line)."""
-    from most_speech.scoring.io import read_jsonl
+    """Sentences of a manifest (JSONL with ``id`` and ``text``) or of a text file (one per line)."""
+    from most_speech.scoring.io import read_transcripts
 
-    if str(path).endswith(".jsonl"):
-        rows = list(read_jsonl(path))
-        missing = [r.get("id", i) for i, r in enumerate(rows, 1) if not str(r.get("text", "")).strip()]
-        if missing:
-            raise SystemExit(f"{path}: entries without a 'text' field: {missing[:5]}")
-        return [str(r["text"]) for r in rows]
-    return [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not str(path).endswith(".jsonl"):
+        return [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    texts = read_transcripts(path, fmt="jsonl")
+    empty = [utt for utt, text in texts.items() if not text.strip()]
+    if empty:
+        raise ValueError(f"{path}: entries with an empty 'text' field: {empty[:5]}")
+    return list(texts.values())
 
 
 def _cmd_build_storycloze(args) -> dict:

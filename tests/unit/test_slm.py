@@ -207,7 +207,7 @@ def test_sentence_wuggy_pairs_replace_one_long_word_per_sentence():
     assert len(drawn) > 1  # the seed draws the slot (and the pseudoword)
 
 
-def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path):
+def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path, capsys):
     (tmp_path / "words.txt").write_text("garden\nwindow\n")
     manifest = tmp_path / "test.jsonl"
     manifest.write_text('{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2", "text": "SIT DOWN"}\n')
@@ -217,14 +217,15 @@ def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path):
     assert [(r["id"], r["good_text"]) for r in rows] == [("swuggy_sent_00000", "open the window")]
     assert rows[0]["bad_text"].startswith("open the ") and rows[0]["bad_text"] != "open the window"
     assert all(Path(r[k]).is_file() for r in rows for k in ("good_path", "bad_path"))
-    (tmp_path / "bad.jsonl").write_text('{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2"}\n')
-    with pytest.raises(SystemExit, match="u2"):
-        main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(tmp_path / "bad.jsonl"),
-              "--out", str(tmp_path / "b")])
-    (tmp_path / "none.txt").write_text("sit down\n")
-    with pytest.raises(SystemExit, match="no sentence"):
-        main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(tmp_path / "none.txt"),
-              "--out", str(tmp_path / "n")])
+    capsys.readouterr()
+    for name, text, error in [("bad.jsonl", '{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2"}\n', "u2"),
+                              ("empty.jsonl", '{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u3", "text": " "}\n',
+                               "empty 'text' field: ['u3']"),
+                              ("none.txt", "sit down\n", "no sentence")]:
+        (tmp_path / name).write_text(text)
+        assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(tmp_path / name),
+                     "--out", str(tmp_path / "b")]) == 2
+        assert error in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
 def test_pseudoword_gives_up_when_everything_is_a_word():
