@@ -135,18 +135,21 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"
   fi
-  # spoken-LM pairs: word vs pseudoword over the mini vocabulary, each pair spoken by every held-out voice;
-  # slm_sentences (opt-in): the same pseudowords inside the test sentences, one word swapped per sentence
+  # spoken-LM pairs, each spoken by every held-out voice, pseudowords matched to their words in phonemes so
+  # that length cannot decide: slm_sentences, one word of each test and dev sentence swapped for its
+  # pseudoword; slm, the mini vocabulary's words alone (out of the training domain: every utterance is a sentence)
   for set_name in slm slm_sentences; do
     true_value "$mini" && [[ " $evals " == *" $set_name "* ]] || continue
     slm_dir=$datadir/${set_name/slm/slm_swuggy}
-    if [ ! -f "$slm_dir/pairs.csv" ] || [ "$(cat "$slm_dir/voices.txt" 2>/dev/null)" != "$slm_voices" ]; then
-      limit=$slm_num_words; sentences=()   # in sentences, the test split bounds the set, not the word list
-      [ "$set_name" = slm ] || { limit=0; sentences=(--sentences "$datadir/$s.jsonl"); }
+    limit=$slm_num_words; sentences=()   # in sentences, the test and dev splits bound the set, not the word list
+    [ "$set_name" = slm ] || { limit=0; sentences=(--sentences "$datadir/$s.jsonl" "$datadir/$dev_split.jsonl"); }
+    # shellcheck disable=SC2206  # one argument per voice
+    build=(--words "$slm_dir/words.txt" "${sentences[@]}" --match-phonemes --voice $slm_voices --out "$slm_dir")
+    stamp="${build[*]}"; [ "$set_name" = slm ] || stamp+=" $(cat "${sentences[@]:1}" | md5sum)"
+    if [ ! -f "$slm_dir/pairs.csv" ] || [ "$(cat "$slm_dir/build_stamp.txt" 2>/dev/null)" != "$stamp" ]; then
       python3 -m most_speech.recipes.mini words --limit "$limit" --out "$slm_dir/words.txt"
-      # shellcheck disable=SC2086  # one argument per voice
-      most-score build-swuggy --words "$slm_dir/words.txt" "${sentences[@]}" --voice $slm_voices --out "$slm_dir"
-      echo "$slm_voices" > "$slm_dir/voices.txt"
+      most-score build-swuggy "${build[@]}"
+      echo "$stamp" > "$slm_dir/build_stamp.txt"   # rebuilt when the voices, options or sentences change
     fi
     most-decode slm-pairs "$export" --pairs "$slm_dir/pairs.csv" --device "$device" \
       --out "$exp/decode/$(basename "$slm_dir")/pairs.jsonl"

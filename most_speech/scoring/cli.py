@@ -6,7 +6,8 @@ Subcommands::
     most-score intelligibility --manifest M.jsonl --judge whisper [--judge pocketsphinx] --out DIR
     most-score slm --pairs PAIRS.jsonl --model HF_DIR --out DIR [--normalize] [--bos-id N]
     most-score build-sblimp --blimp blimp.jsonl --out DIR [--max-per-paradigm N] [--voice SPEC [SPEC ...]]
-    most-score build-swuggy --out DIR [--words FILE] [--sentences FILE] [--voice SPEC [SPEC ...]]
+    most-score build-swuggy --out DIR [--words FILE] [--sentences FILE ...] [--match-phonemes]
+                        [--voice SPEC [SPEC ...]]
     most-score build-storycloze --stories S.jsonl --out DIR [--voice SPEC [SPEC ...]]
     most-score build-qa --questions test.json --out DIR [--limit N] [--voice SPEC]
     most-score qa --questions Q --pred P --out DIR            (text answers)
@@ -88,10 +89,11 @@ def _cmd_build_swuggy(args) -> dict:
 
     words = load_wordlist(args.words)
     if not args.sentences:
-        return _build(args, make_wuggy_pairs(words, seed=args.seed))
-    pairs = make_sentence_wuggy_pairs(_read_sentences(args.sentences), words, seed=args.seed)
+        return _build(args, make_wuggy_pairs(words, seed=args.seed, match_phonemes=args.match_phonemes))
+    sentences = [text for path in args.sentences for text in _read_sentences(path)]
+    pairs = make_sentence_wuggy_pairs(sentences, words, seed=args.seed, match_phonemes=args.match_phonemes)
     if not pairs:
-        raise ValueError(f"{args.sentences}: no sentence holds a word of the word list with a pseudoword")
+        raise ValueError(f"{' '.join(args.sentences)}: no sentence holds a word of the word list with a pseudoword")
     return _build(args, pairs)
 
 
@@ -202,9 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build-swuggy", help="synthesize word / pseudoword pairs (sWUGGY-style)")
     p.add_argument("--words", default=None, help="word list (default: the shipped list)")
-    p.add_argument("--sentences", default=None,
-                   help="pairs inside sentences instead of single words: a manifest (.jsonl, field text) or one "
-                        "sentence per line; one word of each sentence is replaced by its pseudoword")
+    p.add_argument("--sentences", nargs="+", default=None,
+                   help="pairs inside sentences instead of single words: manifests (.jsonl, field text) or files "
+                        "of one sentence per line, pooled in order; one word of each sentence is replaced by its "
+                        "pseudoword")
+    p.add_argument("--match-phonemes", action="store_true",
+                   help="only pseudowords whose espeak-ng pronunciation has as many phonemes as the word's, one or "
+                        "two of them changed within their class, so that length cannot decide a pair")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     _add_voice(p, several=True)

@@ -18,6 +18,14 @@ left alone), and, in words of
 z, nasals m n, liquids l r). Candidates that are real words (CMUdict from pocketsphinx when present, plus the
 shipped list) are rejected. The result keeps the word's length and shape and is pronounceable by espeak-ng's
 letter-to-sound rules.
+
+A spelling rule does not keep the spoken length: "such" -> "zeech" trades a short vowel for a long one, and a
+summed log-probability favours the shorter item whatever the words are. WUGGY matches its pseudowords to the
+words in subsyllabic structure for this reason, so that length cannot decide a pair. With ``match_phonemes``
+(:func:`phoneme_matched_pseudowords`) each word gets the first of many spelling candidates whose espeak-ng
+pronunciation has as many phonemes as the word's and differs from it in one or two places, each a vowel for a
+vowel of the same length class (short; long or diphthong) or a consonant for a consonant. Words without such a
+candidate are left out.
 """
 from __future__ import annotations
 
@@ -36,9 +44,9 @@ from most_speech.scoring.io import PathLike, atomic_write_text, read_jsonl
 from most_speech.scoring.slm import LikelihoodPair
 from most_speech.scoring.synth import DEFAULT_VOICE, synthesize_many
 
-__all__ = ["load_blimp", "load_wordlist", "real_word_lexicon", "make_pseudoword", "make_wuggy_pairs",
-           "make_sentence_wuggy_pairs", "load_stories", "build_audio_pairs", "read_audio_pairs", "encode_audio_pairs",
-           "MANIFEST_FIELDS"]
+__all__ = ["load_blimp", "load_wordlist", "real_word_lexicon", "make_pseudoword", "same_sound_shape",
+           "phoneme_matched_pseudowords", "make_wuggy_pairs", "make_sentence_wuggy_pairs", "load_stories",
+           "build_audio_pairs", "read_audio_pairs", "encode_audio_pairs", "MANIFEST_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ _VOWEL_SPELLINGS = ["a", "e", "i", "o", "u", "ee", "oo", "ai", "ea", "oa"]
 _CONSONANT_CLASSES = ["pbtdkg", "fvsz", "mn", "lr"]
 _VOWEL_RE = re.compile(r"[aeiou]+")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+_ESPEAK_VOWEL_START = "aeiouAEIOU03V@"   # espeak-ng's ASCII phoneme names of vowels start with one of these
 
 
 def load_blimp(path: PathLike, paradigms: Optional[Iterable[str]] = None,
@@ -161,9 +170,97 @@ def make_pseudoword(word: str, lexicon: Set[str], seed: int = 0, tries: int = 50
     return None
 
 
-def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0,
-                     lexicon: Optional[Set[str]] = None) -> List[Dict[str, str]]:
+def _vowel_length_class(phoneme: str) -> Optional[str]:
+    """``"long"`` for espeak-ng long vowels and diphthongs (``i:``, ``aa``, ``eI``, ``A@``), ``"short"`` for other
+    vowels (``a``, ``I``, ``@``, ``I2``, ``@L``), None for consonants."""
+    if phoneme[0] not in _ESPEAK_VOWEL_START:
+        return None
+    diphthong = len(phoneme) > 1 and phoneme[1] in "aeiouIU@"
+    return "long" if ":" in phoneme or diphthong else "short"
+
+
+def same_sound_shape(word_phonemes: Sequence[str], candidate_phonemes: Sequence[str], max_changes: int = 2) -> bool:
+    """Whether a candidate pronunciation matches a word's in length and shape (see the module docstring).
+
+    Equal phoneme counts, 1 to ``max_changes`` positions that differ, and at each of them a consonant for a
+    consonant or a vowel for a vowel of the same length class.
+
+    Examples
+    --------
+    >>> same_sound_shape(["s", "V", "tS"], ["z", "V", "tS"]), same_sound_shape(["s", "V", "tS"], ["z", "i:", "tS"])
+    (True, False)
+    """
+    if len(word_phonemes) != len(candidate_phonemes):
+        return False
+    changes = [(a, b) for a, b in zip(word_phonemes, candidate_phonemes) if a != b]
+    return 1 <= len(changes) <= max_changes and all(
+        _vowel_length_class(a) == _vowel_length_class(b) for a, b in changes)
+
+
+def phoneme_matched_pseudowords(words: Sequence[str], lexicon: Optional[Set[str]] = None, seed: int = 0,
+                                candidates: int = 120,
+                                g2p: Optional[Callable[[List[str]], List[List[str]]]] = None) -> Dict[str, str]:
+    """Pseudowords spoken with as many phonemes as their words, so that length cannot decide a pair.
+
+    For each word, up to ``candidates`` spelling variants (:func:`make_pseudoword` with seeds
+    ``seed * 1000 + k``) are pronounced by ``g2p`` and the first whose pronunciation has the word's shape
+    (:func:`same_sound_shape`) is kept. Words without one are left out (logged).
+
+    Parameters
+    ----------
+    words : sequence of str
+        Real words.
+    lexicon : set of str, optional
+        Real words no candidate may be (default :func:`real_word_lexicon` of ``words``).
+    seed : int
+        Selects the candidate stream; the same seed gives the same pseudowords.
+    candidates : int
+        Spelling variants tried per word.
+    g2p : callable, optional
+        ``texts -> phoneme lists`` (default :func:`most_speech.text.g2p.espeak_phonemes`, en-us rules: the
+        pronunciation espeak-ng voices speak).
+
+    Returns
+    -------
+    dict
+        ``word -> pseudoword`` for the words that got one.
+
+    Examples
+    --------
+    With a toy g2p that reads every letter as a phoneme (espeak-ng is the default):
+
+    >>> letters = lambda texts: [list(t) for t in texts]
+    >>> phoneme_matched_pseudowords(["sack", "river"], lexicon={"sack", "river"}, g2p=letters)
+    {'sack': 'vuck', 'river': 'rozer'}
+    """
+    if g2p is None:
+        from most_speech.text.g2p import espeak_phonemes as g2p
+    words = list(words)
+    lexicon = lexicon if lexicon is not None else real_word_lexicon(words)
+    variants = {}
+    for w in words:
+        found = (make_pseudoword(w, lexicon, seed=seed * 1000 + k) for k in range(candidates))
+        variants[w] = list(dict.fromkeys(c for c in found if c is not None))
+    spelled = list(dict.fromkeys(words + [c for cs in variants.values() for c in cs]))
+    sound = dict(zip(spelled, g2p(spelled)))
+    matched = {}
+    for w in words:
+        match = next((c for c in variants[w] if same_sound_shape(sound[w], sound[c])), None)
+        if match is not None:
+            matched[w] = match
+    if len(matched) < len(words):
+        left_out = [w for w in words if w not in matched]
+        log.warning("%d of %d words have no phoneme-matched pseudoword and are left out (e.g. %s)",
+                    len(left_out), len(words), ", ".join(left_out[:5]))
+    return matched
+
+
+def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0, lexicon: Optional[Set[str]] = None,
+                     match_phonemes: bool = False) -> List[Dict[str, str]]:
     """Lexical text pairs ``(word, pseudoword)`` for sWUGGY-style evaluation.
+
+    ``match_phonemes`` takes the pseudowords from :func:`phoneme_matched_pseudowords` (espeak-ng needed);
+    otherwise each is the first candidate of :func:`make_pseudoword`.
 
     Examples
     --------
@@ -173,25 +270,30 @@ def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0,
     """
     words = list(words) if words is not None else load_wordlist()
     lexicon = lexicon if lexicon is not None else real_word_lexicon(words)
+    if match_phonemes:
+        pseudo = phoneme_matched_pseudowords(words, lexicon, seed=seed)
+    else:
+        pseudo = {w: make_pseudoword(w, lexicon, seed=seed) for w in words}
     pairs = []
     for w in words:
-        pw = make_pseudoword(w, lexicon, seed=seed)
-        if pw is None:
-            log.warning("no pseudoword found for %r; skipped", w)
+        if pseudo.get(w) is None:
+            if not match_phonemes:
+                log.warning("no pseudoword found for %r; skipped", w)
             continue
-        pairs.append({"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pw})
+        pairs.append({"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pseudo[w]})
     return pairs
 
 
 def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence[str]] = None, seed: int = 0,
-                              lexicon: Optional[Set[str]] = None, min_letters: int = 4) -> List[Dict[str, str]]:
+                              lexicon: Optional[Set[str]] = None, min_letters: int = 4,
+                              match_phonemes: bool = False) -> List[Dict[str, str]]:
     """sWUGGY pairs inside sentences: each sentence against itself with one word replaced by its pseudoword.
 
     A model trained on sentences alone never hears a word spoken on its own, so isolated-word pairs test it
     out of its domain; these pairs keep the context. Each sentence gives at most one pair: among its words of
     at least ``min_letters`` letters that have a pseudoword (:func:`make_wuggy_pairs` of ``words``), one is
     drawn (seeded) and replaced. Sentences without such a word are skipped. Text is lower-cased and split on
-    whitespace.
+    whitespace. ``match_phonemes`` as in :func:`make_wuggy_pairs`.
 
     Examples
     --------
@@ -199,7 +301,8 @@ def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence
     >>> len(pairs), pairs[0]["good_text"], pairs[0]["bad_text"].split()[:2]
     (1, 'the red table', ['the', 'red'])
     """
-    pseudo = {p["good_text"]: p["bad_text"] for p in make_wuggy_pairs(words, seed=seed, lexicon=lexicon)}
+    pseudo = {p["good_text"]: p["bad_text"]
+              for p in make_wuggy_pairs(words, seed=seed, lexicon=lexicon, match_phonemes=match_phonemes)}
     rng = random.Random(seed)
     pairs = []
     for i, sentence in enumerate(sentences):

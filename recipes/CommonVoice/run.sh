@@ -66,7 +66,7 @@ tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's o
 judge=whisper
 slm_voices="flite:awb espeak-ng:en-us+steph2 espeak-ng:en-gb+m6 espeak-ng:en-us+quincy"   # held-out voices of the spoken-LM pairs (test-split voices, never training ones)
 results=RESULTS.md
-evals="asr tts slm"       # what stages 9-10 decode and score (slm, slm_sentences: mini only)
+evals="asr tts slm_sentences"   # what stages 9-10 decode and score (slm_sentences, slm: mini only)
 
 parse_options "$@"
 if true_value "$mini"; then   # mini defaults; command-line options still win

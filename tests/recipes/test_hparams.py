@@ -117,7 +117,8 @@ def test_mini_speech_lm_stream_is_switched_by_its_weight(data, init_dir, tmp_pat
 
 def test_mini_trains_the_tts_alignment_prior_and_the_unit_ctc_on_tts_batches(data, init_dir, tmp_path):
     path = next(p for p in TRAINING if p.name == "mini.yaml")
-    weights = ["--asr_weight=0", "--tts_weight=1", "--text_lm_weight=0", "--tts_alignment_weight=1.0"]
+    weights = ["--asr_weight=0", "--tts_weight=1", "--text_lm_weight=0", "--speech_lm_weight=0",
+               "--tts_alignment_weight=1.0"]
     brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp"), *weights])
     assert dict(brain.monitor.task_steps) == {"tts": 2}
     assert [layer.self_attn.record_heads for layer in brain.modules["model"].model.layers] == [0, 1, 1, 1]
@@ -129,7 +130,7 @@ def test_mini_trains_the_tts_alignment_prior_and_the_unit_ctc_on_tts_batches(dat
 
 def test_mini_logs_the_audio_ctc_loss_of_asr_batches(data, init_dir, tmp_path):
     path = next(p for p in TRAINING if p.name == "mini.yaml")
-    weights = ["--asr_weight=1", "--tts_weight=0", "--text_lm_weight=0"]
+    weights = ["--asr_weight=1", "--tts_weight=0", "--text_lm_weight=0", "--speech_lm_weight=0"]
     brain = train_main([str(path), *_overrides(path, data, init_dir, tmp_path / "exp"), *weights])
     assert dict(brain.monitor.task_steps) == {"asr": 2}
     log = (tmp_path / "exp" / "train_log.txt").read_text()

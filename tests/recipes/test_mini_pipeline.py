@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from most_speech.scoring.slm_data import read_audio_pairs
+
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "recipes" / "LibriHeavy" / "run.sh"
 
@@ -43,22 +45,31 @@ def test_mini_pipeline_end_to_end(tmp_path):
     # the mini run's TTS is best of 4, ranked by the model's own joint CTC/attention ASR score
     settings = json.loads((exp / "decode" / "tts_test_clean" / "decoding.json").read_text())
     assert settings["candidates"] == 4 and settings["rerank_ctc_weight"] == 0.7
-    slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
-    # every word pair is spoken by each of the four held-out voices (run.sh's slm_voices)
-    assert slm["n_pairs"] == 16 and 0 <= slm["accuracy"] <= 100
-    assert len(slm["per_voice"]) == 4 and all(v["n"] == 4 for v in slm["per_voice"].values())
+    # spoken-LM pairs inside the test and dev sentences (one pair per sentence and voice), each spoken by the
+    # four held-out voices (run.sh's slm_voices)
+    in_context = json.loads((exp / "score" / "slm_swuggy_sentences" / "summary.json").read_text())
+    spoken = read_audio_pairs(tmp_path / "data" / "slm_swuggy_sentences" / "pairs.csv")
+    split_texts = {s: {json.loads(ln)["text"].lower() for ln in (tmp_path / "data" / f"{s}.jsonl").open()}
+                   for s in ("test_clean", "dev")}
+    assert all({r["good_text"] for r in spoken} & texts for texts in split_texts.values())   # both splits
+    assert in_context["n_pairs"] == len(spoken) >= 16 and 0 <= in_context["accuracy"] <= 100
+    assert len(in_context["per_voice"]) == 4
     results = (tmp_path / "RESULTS.md").read_text()
-    assert "<!-- begin mini -->" in results and "swuggy" in results and "test_clean" in results
+    assert "<!-- begin mini -->" in results and "swuggy_sentences" in results and "test_clean" in results
     assert (tmp_path / "mini_curves.png").is_file()
     assert (exp / "export" / "most.json").is_file()
     info = json.loads((exp / "export" / "most.json").read_text())
     assert info["encoder"]["kind"] == "phonetic" and (exp / "export" / "encoder" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "exp" / "phonetic_encoder" / "valid.json").read_text())["steps"] == 3
-    # opt-in: the pseudowords inside the test sentences (one pair per sentence and voice)
-    sentences = _run(tmp_path, "--evals", "slm_sentences", "--stop_stage", "10", stage=9)
-    assert sentences.returncode == 0, sentences.stderr[-3000:]
-    in_context = json.loads((exp / "score" / "slm_swuggy_sentences" / "summary.json").read_text())
-    assert in_context["n_pairs"] == 16 and set(in_context["per_voice"]) == set(slm["per_voice"])
+    # opt-in: the words alone; only those with a phoneme-matched pseudoword (2 of the 4) make pairs
+    isolated = _run(tmp_path, "--evals", "slm", "--stop_stage", "10", stage=9)
+    assert isolated.returncode == 0, isolated.stderr[-3000:]
+    slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
+    words = (tmp_path / "data" / "slm_swuggy" / "words.txt").read_text().split()
+    pairs = read_audio_pairs(tmp_path / "data" / "slm_swuggy" / "pairs.csv")
+    assert len(words) == 4 and {r["good_text"] for r in pairs} == {"driver", "loudly"}
+    assert slm["n_pairs"] == len(pairs) == 8 and set(slm["per_voice"]) == set(in_context["per_voice"])
+    assert all(v["n"] == 2 for v in slm["per_voice"].values())
     # a rerun of the data stages finds them done and redoes nothing
     again = _run(tmp_path, "--stop_stage", "7")
     assert again.returncode == 0, again.stderr[-2000:]

@@ -15,7 +15,9 @@ from most_speech.scoring.slm import (LikelihoodPair, evaluate_pairs, make_score_
                                      sign_test, wilson_interval, write_pairs)
 from most_speech.scoring.slm_data import (build_audio_pairs, encode_audio_pairs, load_blimp, load_stories,
                                           load_wordlist, make_pseudoword, make_sentence_wuggy_pairs,
-                                          make_wuggy_pairs, read_audio_pairs, real_word_lexicon)
+                                          make_wuggy_pairs, phoneme_matched_pseudowords, read_audio_pairs,
+                                          real_word_lexicon, same_sound_shape)
+from most_speech.text.g2p import espeak_phonemes
 
 SHARED = Path(os.environ.get("MOST_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BLIMP = SHARED / "blimp_subset" / "blimp_first100.jsonl"
@@ -207,6 +209,38 @@ def test_sentence_wuggy_pairs_replace_one_long_word_per_sentence():
     assert len(drawn) > 1  # the seed draws the slot (and the pseudoword)
 
 
+def test_same_sound_shape():
+    such = ["s", "V", "tS"]
+    assert same_sound_shape(such, ["z", "V", "tS"]) and same_sound_shape(such, ["z", "I", "tS"])
+    assert not same_sound_shape(such, such)                      # no change is no pseudoword
+    assert not same_sound_shape(such, ["z", "i:", "tS"])         # short vowel for a long one
+    assert not same_sound_shape(such, ["z", "aI", "tS"])         # ... or a diphthong
+    assert same_sound_shape(["b", "i:", "tS"], ["b", "oU", "tS"])  # long for long
+    assert same_sound_shape(such, ["s", "V", "t"])               # any consonant for a consonant
+    assert not same_sound_shape(such, ["s", "V", "tS", "t"]) and not same_sound_shape(such, ["s", "V"])
+    assert not same_sound_shape(such, ["s", "t", "tS"])          # consonant for vowel
+    assert not same_sound_shape(such, ["z", "I", "dZ"])          # three changes
+    assert same_sound_shape(such, ["z", "I", "dZ"], max_changes=3)
+
+
+def test_phoneme_matched_pseudowords_keep_the_spoken_length():
+    words = load_wordlist()[:60]
+    lexicon = real_word_lexicon(words)
+    matched = phoneme_matched_pseudowords(words, lexicon)
+    assert len(matched) >= 0.7 * len(words)
+    sound = dict(zip(words + list(matched.values()), espeak_phonemes(words + list(matched.values()))))
+    for w, pw in matched.items():
+        assert pw not in lexicon and same_sound_shape(sound[w], sound[pw]), (w, pw)
+    # the spelling rule alone often changes the spoken length; matching is what removes that
+    plain = {w: make_pseudoword(w, lexicon) for w in words}
+    plain_sound = dict(zip(plain.values(), espeak_phonemes(list(plain.values()))))
+    assert sum(len(plain_sound[pw]) != len(sound[w]) for w, pw in plain.items()) >= 5
+    assert phoneme_matched_pseudowords(words, lexicon) == matched                  # deterministic
+    assert phoneme_matched_pseudowords(words, lexicon, seed=1) != matched          # the seed redraws
+    pairs = make_wuggy_pairs(words, lexicon=lexicon, match_phonemes=True)
+    assert {p["good_text"]: p["bad_text"] for p in pairs} == matched
+
+
 def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path, capsys):
     (tmp_path / "words.txt").write_text("garden\nwindow\n")
     manifest = tmp_path / "test.jsonl"
@@ -217,6 +251,15 @@ def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path, capsys):
     assert [(r["id"], r["good_text"]) for r in rows] == [("swuggy_sent_00000", "open the window")]
     assert rows[0]["bad_text"].startswith("open the ") and rows[0]["bad_text"] != "open the window"
     assert all(Path(r[k]).is_file() for r in rows for k in ("good_path", "bad_path"))
+    # several manifests are pooled in order (ids number the pooled sentences); --match-phonemes keeps the length
+    (tmp_path / "dev.txt").write_text("the garden gate\n")
+    assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(manifest),
+                 str(tmp_path / "dev.txt"), "--match-phonemes", "--out", str(tmp_path / "m")]) == 0
+    rows = read_audio_pairs(tmp_path / "m" / "pairs.csv")
+    assert [(r["id"], r["good_text"]) for r in rows] == [("swuggy_sent_00000", "open the window"),
+                                                         ("swuggy_sent_00002", "the garden gate")]
+    matched = phoneme_matched_pseudowords(["garden", "window"], real_word_lexicon(["garden", "window"]))
+    assert rows[1]["bad_text"] == f"the {matched['garden']} gate"
     capsys.readouterr()
     for name, text, error in [("bad.jsonl", '{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u2"}\n', "u2"),
                               ("empty.jsonl", '{"id": "u1", "text": "OPEN THE WINDOW"}\n{"id": "u3", "text": " "}\n',
