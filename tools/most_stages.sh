@@ -157,9 +157,9 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   finish 9 "decode"
 fi
 
-if run_stage 10 "score"; then
+if run_stage 10 "score"; then   # what $evals names, as stage 9 decoded it (a rerun for one eval scores that one)
   for s in $test_sets; do
-    [ -f "$exp/decode/asr_$s/hyp.jsonl" ] || continue
+    [[ " $evals " == *" asr "* ]] && [ -f "$exp/decode/asr_$s/hyp.jsonl" ] || continue
     ref=$datadir/$s.jsonl
     if [ "$decode_limit" -gt 0 ]; then   # score only what was decoded
       mkdir -p "$exp/score"; ref=$exp/score/asr_$s.ref.jsonl; head -n "$decode_limit" "$datadir/$s.jsonl" > "$ref"
@@ -167,13 +167,13 @@ if run_stage 10 "score"; then
     most-score wer --ref "$ref" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
   done
   for synth in "$exp"/decode/tts_*/synth.jsonl; do
-    [ -f "$synth" ] || continue
+    [[ " $evals " == *" tts "* ]] && [ -f "$synth" ] || continue
     name=$(basename "$(dirname "$synth")")
     most-score intelligibility --manifest "$synth" --judge "$judge" --out "$exp/score/$name"
   done
   for p in "$exp"/decode/slm_*/pairs.jsonl; do
-    [ -f "$p" ] || continue
     name=$(basename "$(dirname "$p")")
+    [[ " $evals " == *" ${name/slm_swuggy/slm} "* ]] && [ -f "$p" ] || continue
     bos=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bos_id'])" "$export/tokenizer/token_layout.json")
     most-score slm --pairs "$p" --model "$export/model" --bos-id "$bos" --device "$device" --out "$exp/score/$name"
   done

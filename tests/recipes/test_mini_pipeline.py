@@ -24,7 +24,7 @@ def _run(tmp: Path, *extra: str, stage: int = 0):
             "--dumpdir", str(tmp / "dump"), "--expdir", str(tmp / "exp"), "--results", str(tmp / "RESULTS.md"),
             "--mini_num_train", "24", "--mini_num_dev", "4", "--mini_num_test", "4", "--nj", "1",
             "--nclusters", "16", "--vocab_size", "80", "--mini_lm_sentences", "40", "--tts_limit", "2",
-            "--slm_num_words", "4", "--judge", "pocketsphinx", "--vocoder_args", "--number_of_steps=5",
+            "--slm_num_words", "4", "--judge", "whisper", "--vocoder_args", "--number_of_steps=5",
             "--phonetic_args", "--steps 3 --batch-frames 3000 --targets phonemes --layer 3",
             "--train_args", "--number_of_epochs=1 --steps_per_epoch=3 --warmup_steps=1 --log_interval=1 "
                             "--ckpt_interval_steps=0 --noprogressbar", *extra]
@@ -62,8 +62,11 @@ def test_mini_pipeline_end_to_end(tmp_path):
     assert info["encoder"]["kind"] == "phonetic" and (exp / "export" / "encoder" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "exp" / "phonetic_encoder" / "valid.json").read_text())["steps"] == 3
     # opt-in: the words alone; only those with a phoneme-matched pseudoword (2 of the 4) make pairs
+    scored = {d.name: (d / "summary.json").stat().st_mtime_ns for d in (exp / "score").iterdir()}
     isolated = _run(tmp_path, "--evals", "slm", "--stop_stage", "10", stage=9)
     assert isolated.returncode == 0, isolated.stderr[-3000:]
+    # stages 9-10 decode and score only what --evals names: the earlier scores are left as they were
+    assert {d: (exp / "score" / d / "summary.json").stat().st_mtime_ns for d in scored} == scored
     slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
     words = (tmp_path / "data" / "slm_swuggy" / "words.txt").read_text().split()
     pairs = read_audio_pairs(tmp_path / "data" / "slm_swuggy" / "pairs.csv")
