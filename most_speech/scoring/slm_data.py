@@ -271,17 +271,13 @@ def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0, lexic
     words = list(words) if words is not None else load_wordlist()
     lexicon = lexicon if lexicon is not None else real_word_lexicon(words)
     if match_phonemes:
-        pseudo = phoneme_matched_pseudowords(words, lexicon, seed=seed)
+        pseudo = phoneme_matched_pseudowords(words, lexicon, seed=seed)   # logs the words it leaves out
     else:
         pseudo = {w: make_pseudoword(w, lexicon, seed=seed) for w in words}
-    pairs = []
-    for w in words:
-        if pseudo.get(w) is None:
-            if not match_phonemes:
-                log.warning("no pseudoword found for %r; skipped", w)
-            continue
-        pairs.append({"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pseudo[w]})
-    return pairs
+        for w in (w for w, pw in pseudo.items() if pw is None):
+            log.warning("no pseudoword found for %r; skipped", w)
+    return [{"id": f"wuggy_{w}", "type": "lexical", "group": "", "good_text": w, "bad_text": pseudo[w]}
+            for w in words if pseudo.get(w) is not None]
 
 
 def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence[str]] = None, seed: int = 0,
