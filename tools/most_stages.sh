@@ -148,7 +148,7 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     stamp="${build[*]}"; [ "$set_name" = slm ] || stamp+=" $(cat "${sentences[@]:1}" | md5sum)"
     if [ ! -f "$slm_dir/pairs.csv" ] || [ "$(cat "$slm_dir/build_stamp.txt" 2>/dev/null)" != "$stamp" ]; then
       python3 -m most_speech.recipes.mini words --limit "$limit" --out "$slm_dir/words.txt"
-      most-score build-swuggy "${build[@]}"
+      most-score build-swuggy "${build[@]}" --jobs "$nj"
       echo "$stamp" > "$slm_dir/build_stamp.txt"   # rebuilt when the voices, options or sentences change
     fi
     most-decode slm-pairs "$export" --pairs "$slm_dir/pairs.csv" --device "$device" \
@@ -169,7 +169,7 @@ if run_stage 10 "score"; then   # what $evals names, as stage 9 decoded it (a re
   for synth in "$exp"/decode/tts_*/synth.jsonl; do
     [[ " $evals " == *" tts "* ]] && [ -f "$synth" ] || continue
     name=$(basename "$(dirname "$synth")")
-    most-score intelligibility --manifest "$synth" --judge "$judge" --out "$exp/score/$name"
+    most-score intelligibility --manifest "$synth" --judge "$judge" --jobs "$nj" --out "$exp/score/$name"
   done
   for p in "$exp"/decode/slm_*/pairs.jsonl; do
     name=$(basename "$(dirname "$p")")

@@ -75,6 +75,7 @@ def export_main(argv=None) -> None:
     a = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
 
+    import most_speech.models  # noqa: F401 - registers the "most" model type
     from ..audio.kmeans import KMeansQuantizer
     from ..text.tokenizer import MoSTTokenizer
     from ..vocoder import load_vocoder

@@ -25,6 +25,7 @@ from ..decoding.generation import SamplingConfig
 from ..decoding.rerank import SelfASRReranker
 from ..decoding.spoken_qa import SpokenQADecoder
 from ..decoding.tts import TTSDecoder
+from ..models import MoSTConfig  # noqa: F401 - registers the "most" model type
 from ..text.tokenizer import MoSTTokenizer
 from .export import ExportInfo
 

@@ -3,7 +3,7 @@
 Subcommands::
 
     most-score wer --ref REF --hyp HYP --out DIR [--unit word|char] [--strict]
-    most-score intelligibility --manifest M.jsonl --judge whisper [--judge pocketsphinx] --out DIR
+    most-score intelligibility --manifest M.jsonl --judge whisper [--judge pocketsphinx] [--jobs N] --out DIR
     most-score slm --pairs PAIRS.jsonl --model HF_DIR --out DIR [--normalize] [--bos-id N]
     most-score build-sblimp --blimp blimp.jsonl --out DIR [--max-per-paradigm N] [--voice SPEC [SPEC ...]]
     most-score build-swuggy --out DIR [--words FILE] [--sentences FILE ...] [--match-phonemes]
@@ -44,7 +44,7 @@ def _cmd_intelligibility(args) -> dict:
                                                      write_intelligibility_report)
 
     items = load_items(args.manifest, data_root=args.data_root)
-    results = [evaluate_intelligibility(items, judge) for judge in args.judge or ["whisper"]]
+    results = [evaluate_intelligibility(items, judge, jobs=args.jobs) for judge in args.judge or ["whisper"]]
     write_intelligibility_report(results, args.out)
     print(format_table(results))
     return {"rows": [row for r in results for row in r.rows()]}
@@ -53,6 +53,7 @@ def _cmd_intelligibility(args) -> dict:
 def _cmd_slm(args) -> dict:
     from transformers import AutoModelForCausalLM
 
+    import most_speech.models  # noqa: F401 - registers the "most" model type
     from most_speech.scoring.slm import evaluate_pairs, make_score_fn, read_pairs
 
     pairs = read_pairs(args.pairs)
@@ -73,7 +74,8 @@ def _cmd_slm(args) -> dict:
 def _build(args, text_pairs) -> dict:
     from most_speech.scoring.slm_data import build_audio_pairs
 
-    manifest = build_audio_pairs(text_pairs, args.out, voice=args.voice, overwrite=args.overwrite)
+    manifest = build_audio_pairs(text_pairs, args.out, voice=args.voice, overwrite=args.overwrite,
+                                 jobs=args.jobs)
     print(f"{len(text_pairs)} pairs -> {manifest}")
     return {"manifest": str(manifest), "n_pairs": len(text_pairs)}
 
@@ -120,7 +122,8 @@ def _cmd_build_qa(args) -> dict:
     from most_speech.scoring.qa import build_spoken_questions, load_questions
 
     items = load_questions(args.questions, limit=args.limit)
-    manifest = build_spoken_questions(items, args.out, voice=args.voice, overwrite=args.overwrite)
+    manifest = build_spoken_questions(items, args.out, voice=args.voice, overwrite=args.overwrite,
+                                      jobs=args.jobs)
     print(f"{len(items)} spoken questions -> {manifest}")
     return {"manifest": str(manifest), "n_questions": len(items)}
 
@@ -158,6 +161,7 @@ def _add_voice(p, several: bool = False) -> None:
     else:
         p.add_argument("--voice", default="espeak-ng:en-us", help="TTS voice spec (espeak-ng:VOICE or flite:VOICE)")
     p.add_argument("--overwrite", action="store_true", help="re-synthesize existing wav files")
+    p.add_argument("--jobs", type=int, default=1, help="sentences synthesized at once (same files)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    '(synth.jsonl of most-decode tts)')
     p.add_argument("--judge", action="append", help="whisper[:DIR] | pocketsphinx | ctc:DIR (repeatable)")
     p.add_argument("--data-root", default=None, help="replaces {data_root} in audio paths")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes sharing the clips (same transcripts)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_intelligibility)
 

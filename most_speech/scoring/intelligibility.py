@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 from most_speech.scoring.io import PathLike, atomic_write_json, atomic_write_text, read_jsonl
-from most_speech.scoring.judges import ASRJudge, make_judge
+from most_speech.scoring.judges import make_judge, transcribe_in_processes
 from most_speech.scoring.report import write_report
 from most_speech.scoring.wer import CorpusScore, score_texts
 
@@ -111,7 +111,7 @@ def _score_both(refs: Mapping[str, str], hyps: Mapping[str, str]) -> Dict[str, C
     return {unit: score_texts(refs, hyps, unit=unit, strict=True) for unit in ("word", "char")}
 
 
-def evaluate_intelligibility(items: Sequence[IntelligibilityItem], judge, progress: bool = True
+def evaluate_intelligibility(items: Sequence[IntelligibilityItem], judge, progress: bool = True, jobs: int = 1
                              ) -> IntelligibilityResult:
     """Transcribe synthesized (and real, where given) audio with ``judge`` and score against the texts.
 
@@ -121,6 +121,11 @@ def evaluate_intelligibility(items: Sequence[IntelligibilityItem], judge, progre
         Unique ids; ``audio`` / ``real_audio`` may be paths or arrays (see :mod:`most_speech.scoring.audio`).
     judge : ASRJudge or spec
         Anything :func:`~most_speech.scoring.judges.make_judge` accepts.
+    progress : bool
+        Show a tqdm bar.
+    jobs : int
+        Worker processes that share the clips (synthesized and real together); more than 1 needs a spec
+        string (:func:`~most_speech.scoring.judges.transcribe_in_processes`).
 
     Returns
     -------
@@ -135,22 +140,27 @@ def evaluate_intelligibility(items: Sequence[IntelligibilityItem], judge, progre
     >>> [(r["audio"], r["wer"]) for r in evaluate_intelligibility(items, judge, progress=False).rows()]
     [('synthesized', 50.0), ('real (ceiling)', 0.0)]
     """
-    judge: ASRJudge = make_judge(judge)
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise ValueError("intelligibility items have duplicate ids")
-    refs = {it.id: it.text for it in items}
-    synth_hyps = dict(zip(ids, judge.transcribe([it.audio for it in items], progress=progress)))
-    result = IntelligibilityResult(judge.name, _score_both(refs, synth_hyps), synth_hyps=synth_hyps)
     with_real = [it for it in items if it.real_audio is not None]
+    audio = [it.audio for it in items] + [it.real_audio for it in with_real]
+    if jobs > 1:
+        name = judge.partition(":")[0] if isinstance(judge, str) else getattr(judge, "name", "judge")
+        hyps = transcribe_in_processes(judge, audio, jobs=jobs, progress=progress)
+    else:
+        judge = make_judge(judge)
+        name, hyps = judge.name, judge.transcribe(audio, progress=progress)
+    refs = {it.id: it.text for it in items}
+    synth_hyps = dict(zip(ids, hyps[:len(items)]))
+    result = IntelligibilityResult(name, _score_both(refs, synth_hyps), synth_hyps=synth_hyps)
     if with_real:
         real_ids = [it.id for it in with_real]
         real_refs = {k: refs[k] for k in real_ids}
-        result.real_hyps = dict(zip(real_ids, judge.transcribe([it.real_audio for it in with_real],
-                                                               progress=progress)))
+        result.real_hyps = dict(zip(real_ids, hyps[len(items):]))
         result.real = _score_both(real_refs, result.real_hyps)
         result.synth_on_real_ids = _score_both(real_refs, {k: synth_hyps[k] for k in real_ids})
-    log.info("intelligibility (%s): %s", judge.name, result.rows())
+    log.info("intelligibility (%s): %s", name, result.rows())
     return result
 
 

@@ -9,11 +9,15 @@ Every judge has ``transcribe(items) -> list[str]``, where each item is a sound-f
 * :class:`CTCJudge` - any transformers CTC model directory (``AutoProcessor`` + ``AutoModelForCTC``, greedy);
 * :class:`CallableJudge` - our own ASR, or anything else that maps waveforms to text.
 
-:func:`make_judge` builds one from a short spec string (``whisper``, ``pocketsphinx``, ``ctc:DIR``).
+:func:`make_judge` builds one from a short spec string (``whisper``, ``pocketsphinx``, ``ctc:DIR``);
+:func:`transcribe_in_processes` spreads one spec's clips over worker processes.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
@@ -23,7 +27,7 @@ from tqdm.auto import tqdm
 from most_speech.scoring.audio import TARGET_SR, AudioLike, load_audio
 
 __all__ = ["ASRJudge", "WhisperJudge", "PocketSphinxJudge", "CTCJudge", "CallableJudge", "make_judge",
-           "bundled_whisper_dir"]
+           "bundled_whisper_dir", "transcribe_in_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +268,70 @@ def make_judge(spec, **kwargs) -> ASRJudge:
             raise ValueError("the CTC judge needs a model directory: 'ctc:/path/to/model'")
         return CTCJudge(arg, **kwargs)
     raise ValueError(f"unknown judge {spec!r}; use whisper[:DIR], pocketsphinx, ctc:DIR or a callable")
+
+
+_worker_judge: Optional[ASRJudge] = None
+
+
+def _start_worker(spec: str, threads: int) -> None:
+    global _worker_judge
+    kind = spec.partition(":")[0]
+    if kind == "ctc":
+        import torch
+
+        torch.set_num_threads(threads)
+    _worker_judge = make_judge(spec, **({"cpu_threads": threads} if kind == "whisper" else {}))
+
+
+def _transcribe_chunk(chunk: List[AudioLike]) -> List[str]:
+    return _worker_judge.transcribe(chunk, progress=False)
+
+
+def transcribe_in_processes(spec: str, items: Sequence[AudioLike], jobs: int = 2, chunk_size: int = 4,
+                            progress: bool = True) -> List[str]:
+    """Transcribe ``items`` with ``jobs`` worker processes, each holding its own judge built from ``spec``.
+
+    Every clip's transcript is what one judge in one process gives (each whisper clip is decoded by a freshly
+    started, seeded model, so it depends on nothing judged before it). The cores are shared out:
+    ``cpu_count // jobs`` threads per worker. On 2 cores whisper ``tiny.en`` judged the mini run's 100
+    resynthesized test sentences 1.47x faster in 2 single-thread processes than in one 2-thread process
+    (56 s against 82 s, the same transcripts): the tiny model's matrices are too small for 2 threads to help
+    much, and restarting the model per clip runs on one thread.
+
+    Parameters
+    ----------
+    spec : str
+        A :func:`make_judge` spec string (judge objects and callables cannot be rebuilt in a worker).
+    items : sequence of path, ndarray or (ndarray, sample_rate)
+        Audio to transcribe, as for :meth:`ASRJudge.transcribe`.
+    jobs : int
+        Worker processes; 1 transcribes here, in this process.
+    chunk_size : int
+        Clips per task sent to a worker (the progress bar moves by chunks).
+
+    Returns
+    -------
+    list of str
+        One transcript per item, in the order of ``items``.
+
+    Examples
+    --------
+    >>> transcribe_in_processes("whisper", ["a.wav", "b.wav"], jobs=2)  # doctest: +SKIP
+    ['A sentence.', 'Another one.']
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"judging in worker processes needs a judge spec string (e.g. 'whisper'), got {spec!r}")
+    items = list(items)
+    if jobs <= 1 or len(items) <= chunk_size:
+        return make_judge(spec).transcribe(items, progress=progress)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    chunks = [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+    out: List[str] = []
+    bar = tqdm(total=len(items), desc=f"{spec} judge x{jobs}", disable=not progress, leave=False)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                             initargs=(spec, threads)) as pool:
+        for chunk, texts in zip(chunks, pool.map(_transcribe_chunk, chunks)):
+            out += texts
+            bar.update(len(chunk))
+    bar.close()
+    return out

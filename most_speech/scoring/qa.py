@@ -143,8 +143,10 @@ def score_qa(items: Sequence[QAItem], outputs: Mapping[str, str]) -> QAResult:
 
 
 def build_spoken_questions(items: Sequence[QAItem], out_dir: PathLike, voice: str = DEFAULT_VOICE,
-                           overwrite: bool = False, progress: bool = True) -> Path:
+                           overwrite: bool = False, progress: bool = True, jobs: int = 1) -> Path:
     """Synthesize each question to ``out_dir/wav/<id>.wav`` and write ``questions.jsonl`` (with ``audio``).
+
+    ``jobs`` questions are synthesized at once (:func:`~most_speech.scoring.synth.synthesize_many`).
 
     Examples
     --------
@@ -156,7 +158,7 @@ def build_spoken_questions(items: Sequence[QAItem], out_dir: PathLike, voice: st
     out_dir = Path(out_dir)
     rel = [f"wav/{_SAFE_ID.sub('_', it.id)}.wav" for it in items]
     synthesize_many([it.question for it in items], [out_dir / r for r in rel], voice=voice,
-                    overwrite=overwrite, progress=progress)
+                    overwrite=overwrite, progress=progress, jobs=jobs)
     lines = [json.dumps({"id": it.id, "question": it.question, "answers": it.answers, "audio": r})
              for it, r in zip(items, rel)]
     return atomic_write_text(out_dir / "questions.jsonl", "\n".join(lines) + "\n")

@@ -342,7 +342,7 @@ def load_stories(path: PathLike) -> List[Dict[str, str]]:
 
 def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike,
                       voice: Union[str, Sequence[str]] = DEFAULT_VOICE, overwrite: bool = False,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, jobs: int = 1) -> Path:
     """Synthesize both sides of each text pair with the same voice and write ``pairs.csv``.
 
     Parameters
@@ -354,6 +354,8 @@ def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike,
     voice : str or sequence of str
         TTS voice spec (``espeak-ng:en-us``, ``flite:slt``, ...), or several: every pair is then spoken by
         each voice (one manifest row per pair and voice), so accuracy does not hang on one speaker.
+    jobs : int
+        Sentences synthesized at once (:func:`~most_speech.scoring.synth.synthesize_many`).
 
     Returns
     -------
@@ -386,7 +388,7 @@ def build_audio_pairs(text_pairs: Sequence[Dict[str, str]], out_dir: PathLike,
             paths += [out_dir / good, out_dir / bad]
             rows.append({"id": p["id"], "type": p["type"], "group": p.get("group", ""), "good_path": good,
                          "bad_path": bad, "good_text": p["good_text"], "bad_text": p["bad_text"], "voice": spec})
-        synthesize_many(texts, paths, voice=spec, overwrite=overwrite, progress=progress)
+        synthesize_many(texts, paths, voice=spec, overwrite=overwrite, progress=progress, jobs=jobs)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()

@@ -6,6 +6,7 @@ module only adds what evaluation builders need: many sentences to many files, re
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Sequence
 
@@ -22,7 +23,7 @@ DEFAULT_VOICE = "espeak-ng:en-us"
 
 
 def synthesize_many(texts: Sequence[str], out_paths: Sequence[PathLike], voice: str = DEFAULT_VOICE,
-                    overwrite: bool = False, progress: bool = True) -> List[Path]:
+                    overwrite: bool = False, progress: bool = True, jobs: int = 1) -> List[Path]:
     """Synthesize each text to its 16 kHz WAV path; existing files are kept unless ``overwrite``.
 
     Parameters
@@ -33,6 +34,8 @@ def synthesize_many(texts: Sequence[str], out_paths: Sequence[PathLike], voice: 
         One ``.wav`` per text (written atomically, so a rerun after a crash resumes cleanly).
     voice : str
         Voice spec such as ``"espeak-ng:en-us"`` or ``"flite:slt"``.
+    jobs : int
+        Sentences spoken at once (threads: each runs an engine process; the files are the same either way).
 
     Examples
     --------
@@ -45,11 +48,14 @@ def synthesize_many(texts: Sequence[str], out_paths: Sequence[PathLike], voice: 
 
     if len(texts) != len(out_paths):
         raise ValueError(f"{len(texts)} texts but {len(out_paths)} output paths")
-    done = []
-    for text, path in tqdm(list(zip(texts, out_paths)), desc=f"TTS {voice}", disable=not progress):
-        path = Path(path)
+    todo = [(text, Path(path)) for text, path in zip(texts, out_paths)]
+
+    def speak(item):
+        text, path = item
         if overwrite or not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             synthesize(text, voice, path)
-        done.append(path)
-    return done
+        return path
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(tqdm(pool.map(speak, todo), total=len(todo), desc=f"TTS {voice}", disable=not progress))

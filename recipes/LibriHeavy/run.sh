@@ -23,7 +23,7 @@ mini=false                # true: generate and use the mini corpus with light (f
 datadir=data              # manifests, tokenizer, task manifests
 dumpdir=dump              # features and units
 expdir=exp                # k-means, vocoder, training, decoding, scores
-nj=2                      # parallel jobs for corpus generation and feature dumping
+nj=2                      # parallel jobs: corpus generation, feature dumping, pair synthesis, TTS judging
 device=cpu                # cpu, cuda, cuda:0 ...
 ngpu=0                    # > 1: training through torchrun (DDP) or deepspeed (engine in the hparams)
 # corpus

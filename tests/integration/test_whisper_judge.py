@@ -9,6 +9,7 @@ import soundfile as sf
 
 from most_speech.scoring.intelligibility import IntelligibilityItem, evaluate_intelligibility
 from most_speech.scoring.io import read_transcripts
+from most_speech.scoring.judges import transcribe_in_processes
 from most_speech.scoring.qa import QAItem, score_qa, transcribe_answers
 from most_speech.scoring.synth import synthesize_many
 from most_speech.scoring.wer import score_texts
@@ -53,6 +54,8 @@ def test_whisper_transcript_of_a_clip_does_not_depend_on_the_clips_before_it(whi
     alone = [whisper.transcribe([c], progress=False)[0] for c in clips]
     assert whisper.transcribe(clips[::-1], progress=False)[::-1] == alone
     assert whisper.transcribe(clips, progress=False) == alone
+    # two worker processes of one thread each (the recipe's --jobs 2): the same transcripts, clip for clip
+    assert transcribe_in_processes("whisper", clips, jobs=2, chunk_size=2, progress=False) == alone
 
 
 def test_whisper_judges_spoken_answers(whisper, tmp_path):

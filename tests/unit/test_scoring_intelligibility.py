@@ -85,3 +85,25 @@ def test_cli_intelligibility_with_pocketsphinx(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 0
     assert "| pocketsphinx | synthesized | 1 |" in capsys.readouterr().out
     assert (tmp_path / "o" / "table.md").is_file()
+
+
+def test_judging_in_processes_gives_the_transcripts_of_one_judge(tmp_path, capsys):
+    from most_speech.scoring.judges import make_judge, transcribe_in_processes
+    from most_speech.scoring.synth import synthesize_many
+
+    texts = ["the cat sat", "open the window", "good morning", "a red house", "sit down please"]
+    paths = synthesize_many(texts, [tmp_path / f"{i}.wav" for i in range(len(texts))], progress=False)
+    one = make_judge("pocketsphinx").transcribe(paths, progress=False)
+    assert transcribe_in_processes("pocketsphinx", paths, jobs=2, chunk_size=1, progress=False) == one
+    with pytest.raises(TypeError, match="spec string"):
+        evaluate_intelligibility([IntelligibilityItem("u", "a", np.zeros(10))], _toy_judge(), jobs=2)
+    # the CLI: synthesized + real clips shared by 2 workers, the same table as one process
+    lines = [json.dumps({"id": f"u{i}", "text": t, "audio": str(p), "real_audio": str(paths[-1 - i])})
+             for i, (t, p) in enumerate(zip(texts, paths))]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    tables = []
+    for jobs in ("1", "2"):
+        assert main(["intelligibility", "--manifest", str(tmp_path / "m.jsonl"), "--judge", "pocketsphinx",
+                     "--jobs", jobs, "--out", str(tmp_path / f"o{jobs}")]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1] and "| pocketsphinx | real (ceiling) | 5 |" in tables[0]

@@ -251,6 +251,13 @@ def test_cli_build_swuggy_in_sentences_from_a_manifest(tmp_path, capsys):
     assert [(r["id"], r["good_text"]) for r in rows] == [("swuggy_sent_00000", "open the window")]
     assert rows[0]["bad_text"].startswith("open the ") and rows[0]["bad_text"] != "open the window"
     assert all(Path(r[k]).is_file() for r in rows for k in ("good_path", "bad_path"))
+    # sentences synthesized two at a time: the same files
+    assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(manifest),
+                 "--jobs", "2", "--out", str(tmp_path / "s2")]) == 0
+    assert [Path(r[k].replace(str(tmp_path / "s2"), str(tmp_path / "s"))).read_bytes() for r in rows
+            for k in ("good_path", "bad_path")] == \
+        [Path(r[k]).read_bytes() for r in read_audio_pairs(tmp_path / "s2" / "pairs.csv")
+         for k in ("good_path", "bad_path")]
     # several manifests are pooled in order (ids number the pooled sentences); --match-phonemes keeps the length
     (tmp_path / "dev.txt").write_text("the garden gate\n")
     assert main(["build-swuggy", "--words", str(tmp_path / "words.txt"), "--sentences", str(manifest),
