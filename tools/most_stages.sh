@@ -5,7 +5,8 @@
 #
 # Stages: 3 encoder features (all splits, by utterance id), 4 k-means, 5 units, 6 tokenizer + token layout +
 # task manifests, 7 unit vocoder, 8 train ($train_py $hparams), 9 decode on an inference export (ASR on every
-# test set, TTS on the first, spoken-LM pairs in mini mode), 10 score, 11 RESULTS.md section "$tag".
+# test set, TTS and resynthesis on the first, spoken-LM pairs in mini mode), 10 score, 11 RESULTS.md section
+# "$tag"; stages 9-10 do what $evals names.
 # Variables it reads (the recipe defines them as options): see recipes/LibriHeavy/run.sh.
 
 feats=$dumpdir/feats/all
@@ -131,7 +132,10 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
     most-decode tts "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$tts_limit" \
       --temperature "${tts_temperature:-0.8}" --candidates "${tts_candidates:-1}" \
       --rerank-ctc-weight "${asr_ctc_weight:-0}" --device "$device" --out-dir "$exp/decode/tts_$s"
-    # the same sentences voiced from their real units: the ceiling the vocoder and units put on TTS
+  fi
+  if [[ " $evals " == *" resynth "* ]]; then
+    # the same sentences voiced from their real units: the ceiling the vocoder and units put on TTS (it does not
+    # depend on the trained model: opt-in, ~1.5 min of a mini run)
     most-decode resynth "$export" --manifest "$datadir/$s.jsonl" --units "$units" --limit "$tts_limit" \
       --device "$device" --out-dir "$exp/decode/tts_${s}_resynth"
   fi
@@ -167,8 +171,8 @@ if run_stage 10 "score"; then   # what $evals names, as stage 9 decoded it (a re
     most-score wer --ref "$ref" --hyp "$exp/decode/asr_$s/hyp.jsonl" --out "$exp/score/asr_$s"
   done
   for synth in "$exp"/decode/tts_*/synth.jsonl; do
-    [[ " $evals " == *" tts "* ]] && [ -f "$synth" ] || continue
-    name=$(basename "$(dirname "$synth")")
+    name=$(basename "$(dirname "$synth")"); kind=tts; [[ $name == *_resynth ]] && kind=resynth
+    [[ " $evals " == *" $kind "* ]] && [ -f "$synth" ] || continue
     most-score intelligibility --manifest "$synth" --judge "$judge" --jobs "$nj" --out "$exp/score/$name"
   done
   for p in "$exp"/decode/slm_*/pairs.jsonl; do

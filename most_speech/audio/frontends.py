@@ -9,7 +9,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
-from most_speech.audio.hubert import SAMPLE_RATE, HubertEncoder, _split_batch
+SAMPLE_RATE = 16000
 
 
 class KaldiFrontend(nn.Module):
@@ -67,7 +67,7 @@ class KaldiFrontend(nn.Module):
     @torch.no_grad()
     def forward(self, wavs, wav_lengths=None):
         """Features of each waveform (computed one by one: Kaldi's functions take one waveform)."""
-        items = _split_batch(wavs, wav_lengths)
+        items = split_batch(wavs, wav_lengths)
         fn = kaldi.fbank if self.kind == "fbank" else kaldi.mfcc
         outs = []
         for i, w in enumerate(items):
@@ -77,6 +77,27 @@ class KaldiFrontend(nn.Module):
             outs.append(fn(w.float()[None] * 32768.0, **self.options))
         lengths = torch.tensor([o.shape[0] for o in outs], dtype=torch.long)
         return nn.utils.rnn.pad_sequence(outs, batch_first=True), lengths
+
+
+def split_batch(wavs, wav_lengths) -> list[torch.Tensor]:
+    """A padded batch ``[B, T]`` (cut to ``wav_lengths``), one waveform or a list of them, as a list of 1-D tensors.
+
+    Examples
+    --------
+    >>> [w.shape[0] for w in split_batch(torch.zeros(2, 8), torch.tensor([8, 5]))]
+    [8, 5]
+    """
+    if isinstance(wavs, (list, tuple)):
+        return [torch.as_tensor(w).reshape(-1) for w in wavs]
+    if wavs.dim() == 1:
+        wavs = wavs[None]
+    if wavs.dim() != 2:
+        raise ValueError(f"wavs must be [B, T] or a list of [T] tensors, got shape {tuple(wavs.shape)}")
+    if wav_lengths is None:
+        return list(wavs)
+    if len(wav_lengths) != wavs.shape[0]:
+        raise ValueError(f"wav_lengths has {len(wav_lengths)} entries for a batch of {wavs.shape[0]}")
+    return [w[: int(n)] for w, n in zip(wavs, wav_lengths)]
 
 
 # encoders loaded from a model directory, and what that directory is
@@ -101,7 +122,9 @@ def build_encoder(kind: str, **kwargs) -> nn.Module:
     """
     if kind in MODEL_DIR_ENCODERS and kwargs.get("model_dir") is None:
         raise ValueError(f"build_encoder({kind!r}) needs model_dir ({MODEL_DIR_ENCODERS[kind]})")
-    if kind == "hubert":
+    if kind == "hubert":  # imported here: transformers takes seconds to load, fbank / phonetic need none of it
+        from most_speech.audio.hubert import HubertEncoder
+
         return HubertEncoder.from_pretrained(kwargs.pop("model_dir"), **kwargs)
     if kind == "phonetic":
         from most_speech.audio.phonetic import PhoneticEncoder

@@ -33,9 +33,10 @@ import torch
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
+from most_speech.audio.frontends import SAMPLE_RATE, split_batch
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 _BASE_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 _BASE_STRIDES = (5, 2, 2, 2, 2, 2, 2)
 
@@ -233,7 +234,7 @@ class HubertEncoder(nn.Module):
         feat_lengths : torch.Tensor
             ``[B]`` long.
         """
-        items = _split_batch(wavs, wav_lengths)
+        items = split_batch(wavs, wav_lengths)
         device = next(self.model.parameters()).device
         items = [w.to(device=device, dtype=torch.float32) for w in items]
         for i, w in enumerate(items):
@@ -295,17 +296,3 @@ class HubertEncoder(nn.Module):
         out = torch.cat(pieces)
         assert out.shape[0] == total, (out.shape, total)
         return out
-
-
-def _split_batch(wavs, wav_lengths) -> list[torch.Tensor]:
-    if isinstance(wavs, (list, tuple)):
-        return [torch.as_tensor(w).reshape(-1) for w in wavs]
-    if wavs.dim() == 1:
-        wavs = wavs[None]
-    if wavs.dim() != 2:
-        raise ValueError(f"wavs must be [B, T] or a list of [T] tensors, got shape {tuple(wavs.shape)}")
-    if wav_lengths is None:
-        return list(wavs)
-    if len(wav_lengths) != wavs.shape[0]:
-        raise ValueError(f"wav_lengths has {len(wav_lengths)} entries for a batch of {wavs.shape[0]}")
-    return [w[: int(n)] for w, n in zip(wavs, wav_lengths)]

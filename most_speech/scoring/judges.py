@@ -105,7 +105,8 @@ class WhisperJudge(ASRJudge):
     happens for most clips, so every clip is decoded by a freshly started model with the sampler seeded by
     ``seed``: a clip's transcript does not depend on the run, on the clips judged before it or on its
     position (CTranslate2's sampler lives in the model's worker threads, which ``set_random_seed`` does not
-    reach: OpenNMT/CTranslate2#1757; restarting the tiny model costs about 0.2 s a clip). ``temperature=0``
+    reach: OpenNMT/CTranslate2#1757; only the CTranslate2 model is restarted, the tokenizer and feature
+    extractor around it are kept: about 0.2 s a clip against 0.35 s for a whole new ``WhisperModel``). ``temperature=0``
     turns the fallback off (faster, but repetition loops then inflate the WER of unintelligible audio:
     193 % vs 122 % on the mini run's resynthesized units). Each fallback temperature draws ``best_of``
     samples (whisper's own default is 5): on the mini run's 100 resynthesized test sentences 1 sample gave
@@ -123,15 +124,18 @@ class WhisperJudge(ASRJudge):
     def __init__(self, model_dir: Optional[str] = None, device: str = "cpu", compute_type: str = "int8",
                  language: str = "en", beam_size: int = 1, cpu_threads: int = 0,
                  temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0), seed: int = 0, best_of: int = 1):
+        import ctranslate2
         from faster_whisper import WhisperModel
 
         self.model_dir = str(model_dir or bundled_whisper_dir())
         self.language, self.beam_size, self.seed, self.best_of = language, beam_size, seed, best_of
         self.temperature = list(temperature) if isinstance(temperature, (tuple, list)) else temperature
         log.info("loading whisper judge from %s (%s, %s)", self.model_dir, device, compute_type)
-        self._start = lambda: WhisperModel(self.model_dir, device=device, compute_type=compute_type,
-                                           cpu_threads=cpu_threads)
-        self.model = self._start()  # loads now, so a bad model directory fails before any audio is read
+        # loads now, so a bad model directory fails before any audio is read
+        self.model = WhisperModel(self.model_dir, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+        # what WhisperModel builds as its .model (faster-whisper 1.x), with its worker threads
+        self._start = lambda: ctranslate2.models.Whisper(self.model_dir, device=device, compute_type=compute_type,
+                                                         intra_threads=cpu_threads, inter_threads=1)
 
     def _transcribe_batch(self, wavs):
         import ctranslate2
@@ -139,7 +143,7 @@ class WhisperJudge(ASRJudge):
         texts = []
         for wav in wavs:
             ctranslate2.set_random_seed(self.seed)
-            self.model = self._start()  # fresh worker threads: a sampler state no earlier clip has moved
+            self.model.model = self._start()  # fresh worker threads: a sampler state no earlier clip has moved
             segments, _ = self.model.transcribe(wav, language=self.language, beam_size=self.beam_size,
                                                 condition_on_previous_text=False, temperature=self.temperature,
                                                 best_of=self.best_of)

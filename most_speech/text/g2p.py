@@ -8,8 +8,10 @@ word boundaries. espeak-ng is the mini corpus's own synthesiser, so no new depen
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 WORD_BOUNDARY = "|"
 _STRESS_MARKS = str.maketrans("", "", "',%=")
@@ -39,10 +41,12 @@ def _is_phoneme(symbol: str) -> bool:
     return any(c.isalnum() or c == "@" for c in symbol)
 
 
-def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "espeak-ng") -> list[list[str]]:
+def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "espeak-ng", jobs: int = 0
+                    ) -> list[list[str]]:
     """Phoneme sequences of ``texts`` (one per text, ``[]`` where espeak-ng finds nothing to say).
 
-    All texts go through one espeak-ng process (it phonemises standard input line by line), so a few
+    The texts go through ``jobs`` espeak-ng processes at once (0: one per CPU core), each phonemising a
+    contiguous block of them line by line (a line's phonemes do not depend on the lines around it), so a few
     thousand sentences take seconds.
 
     Parameters
@@ -51,6 +55,8 @@ def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "e
         Sentences without line breaks.
     voice : str
         espeak-ng voice whose pronunciation rules are used (``en-us``, ``en``, ...).
+    jobs : int
+        espeak-ng processes run at once (0: ``os.cpu_count()``); blocks hold at least 100 texts.
 
     Examples
     --------
@@ -63,11 +69,21 @@ def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "e
             raise ValueError(f"text {i} is empty; espeak-ng would skip it and shift every later line")
     if shutil.which(executable) is None:
         raise FileNotFoundError(f"{executable} is not installed; phoneme targets need it (apt install espeak-ng)")
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(lines) // 100))
+    size = -(-len(lines) // jobs)
+    blocks = [lines[i:i + size] for i in range(0, len(lines), size)]
+    with ThreadPoolExecutor(len(blocks)) as pool:  # threads only wait: the work is in espeak-ng processes
+        out = [line for block in pool.map(lambda b: _phonemise_block(b, voice, executable), blocks) for line in block]
+    return [parse_espeak_phonemes(line) for line in out]
+
+
+def _phonemise_block(lines: list[str], voice: str, executable: str) -> list[str]:
+    """espeak-ng's output line for each of ``lines``, through one process."""
     out = [line for line in _run_espeak("\n".join(lines), voice, executable).splitlines() if line.strip()]
     if len(out) != len(lines):
         # espeak-ng splits a line at clause punctuation on rare inputs: fall back to one process per text
         out = [" ".join(_run_espeak(line, voice, executable).split()) for line in lines]
-    return [parse_espeak_phonemes(line) for line in out]
+    return out
 
 
 def _run_espeak(text: str, voice: str, executable: str) -> str:

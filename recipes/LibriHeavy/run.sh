@@ -72,7 +72,8 @@ tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's o
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voices="flite:awb espeak-ng:en-us+steph2 espeak-ng:en-gb+m6 espeak-ng:en-us+quincy"   # held-out voices of the spoken-LM pairs (test-split voices, never training ones)
 results=RESULTS.md
-evals="asr tts slm_sentences"   # what stages 9-10 decode and score (slm_sentences, slm: mini only)
+evals="asr tts slm_sentences"   # what stages 9-10 decode and score: asr tts resynth slm_sentences slm
+                                # (resynth: the test units voiced, the vocoder's ceiling; slm*: mini only)
 slm_num_words=0           # spoken-LM pairs: at most this many vocabulary words (0: all)
 speech_input=continuous   # the model's speech input (as in the hparams): continuous | units
 export_template="{}"      # TemplateConfig fields for the export (JSON)
