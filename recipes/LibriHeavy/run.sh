@@ -82,7 +82,7 @@ parse_options "$@"
 
 if true_value "$mini"; then
   # The mini run: everything from the generated corpus on CPU. No HuBERT weights offline: stage 3 trains a
-  # small CTC phonetic encoder on the training split instead (500 steps, ~3 min), whose 25 Hz frames are the
+  # small CTC phonetic encoder on the training split instead (800 steps, ~5 min), whose 25 Hz frames are the
   # model's input and, through k-means, its units. These are its defaults; options given on the command
   # line still win (second parse_options).
   libriheavy_dir=$datadir/mini_corpus

@@ -45,6 +45,7 @@ def test_mini_pipeline_end_to_end(tmp_path):
     # the mini run's TTS is best of 4, ranked by the model's own joint CTC/attention ASR score
     settings = json.loads((exp / "decode" / "tts_test_clean" / "decoding.json").read_text())
     assert settings["candidates"] == 4 and settings["rerank_ctc_weight"] == 0.7
+    assert not (exp / "decode" / "tts_test_clean_resynth").exists()   # the vocoder's ceiling is opt-in
     # spoken-LM pairs inside the test and dev sentences (one pair per sentence and voice), each spoken by the
     # four held-out voices (run.sh's slm_voices)
     in_context = json.loads((exp / "score" / "slm_swuggy_sentences" / "summary.json").read_text())
@@ -61,10 +62,13 @@ def test_mini_pipeline_end_to_end(tmp_path):
     info = json.loads((exp / "export" / "most.json").read_text())
     assert info["encoder"]["kind"] == "phonetic" and (exp / "export" / "encoder" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "exp" / "phonetic_encoder" / "valid.json").read_text())["steps"] == 3
-    # opt-in: the words alone; only those with a phoneme-matched pseudoword (2 of the 4) make pairs
+    # opt-in: the words alone; only those with a phoneme-matched pseudoword (2 of the 4) make pairs; and the
+    # test units voiced by the vocoder
     scored = {d.name: (d / "summary.json").stat().st_mtime_ns for d in (exp / "score").iterdir()}
-    isolated = _run(tmp_path, "--evals", "slm", "--stop_stage", "10", stage=9)
+    isolated = _run(tmp_path, "--evals", "slm resynth", "--stop_stage", "10", stage=9)
     assert isolated.returncode == 0, isolated.stderr[-3000:]
+    resynth = json.loads((exp / "score" / "tts_test_clean_resynth" / "summary.json").read_text())
+    assert [(r["audio"], r["n_utts"]) for r in resynth] == [("synthesized", 2)]
     # stages 9-10 decode and score only what --evals names: the earlier scores are left as they were
     assert {d: (exp / "score" / d / "summary.json").stat().st_mtime_ns for d in scored} == scored
     slm = json.loads((exp / "score" / "slm_swuggy" / "summary.json").read_text())
