@@ -5,7 +5,7 @@ processes, what ``most-score intelligibility --jobs J`` and the mini run's stage
 ``WhisperJudge`` in this process with ``cpu_count`` threads (the default before), on clips like the mini run's:
 espeak-ng sentences (whisper decodes them greedily) and the same sentences reversed in noise (whisper falls back
 to sampling at rising temperatures, as on poor synthetic speech). It also checks that both give the same
-transcripts. Median over interleaved rounds. Usage: ``python bench/judge.py [--rounds 3] [--clips 12]``.
+transcripts. Median over interleaved rounds. Usage: ``python bench/judge.py [--rounds 3] [--clips 48]``.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def make_clips(folder: Path, n: int) -> list:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--clips", type=int, default=12)
+    p.add_argument("--clips", type=int, default=48)
     p.add_argument("--jobs", type=int, default=2)
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -300,7 +300,8 @@ def transcribe_in_processes(spec: str, items: Sequence[AudioLike], jobs: int = 2
     ``cpu_count // jobs`` threads per worker. On 2 cores whisper ``tiny.en`` judged the mini run's 100
     resynthesized test sentences 1.47x faster in 2 single-thread processes than in one 2-thread process
     (56 s against 82 s, the same transcripts): the tiny model's matrices are too small for 2 threads to help
-    much, and restarting the model per clip runs on one thread.
+    much, and restarting the model per clip runs on one thread. Each worker first spends ~3 s importing, so a
+    few dozen clips gain less (``bench/judge.py``: 1.21x on 48 clips).
 
     Parameters
     ----------

@@ -69,6 +69,8 @@ def espeak_phonemes(texts: list[str], voice: str = "en-us", executable: str = "e
             raise ValueError(f"text {i} is empty; espeak-ng would skip it and shift every later line")
     if shutil.which(executable) is None:
         raise FileNotFoundError(f"{executable} is not installed; phoneme targets need it (apt install espeak-ng)")
+    if not lines:
+        return []
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(lines) // 100))
     size = -(-len(lines) // jobs)
     blocks = [lines[i:i + size] for i in range(0, len(lines), size)]

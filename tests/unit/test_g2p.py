@@ -20,6 +20,10 @@ def test_espeak_phonemes_one_sequence_per_text_in_order():
     assert out[:3] == [["D", "@2", "|", "d", "0", "g"], ["h", "@", "l", "oU", "|", "w", "3:", "l", "d"],
                        ["n", "oU"]]
     assert out[3:6] == out[:3]
+    # several espeak-ng processes, one per block of at least 100 texts: the same phonemes in the same order
+    many = [f"{t} {i}" for i, t in enumerate(texts * 5)]
+    assert espeak_phonemes(many, jobs=3) == espeak_phonemes(many, jobs=1)
+    assert espeak_phonemes([]) == []
     with pytest.raises(RuntimeError, match="-v nosuchvoice failed: .*voice does not exist"):
         espeak_phonemes(["hello"], voice="nosuchvoice")
 
