@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 
-TOOLS = [["most-prepare-data", "--help"], ["most-score", "--help"],
-         [sys.executable, "-m", "most_speech.recipes.report", "--help"], ["most-learn-kmeans", "--help"]]
+TOOLS = {"most-prepare-data": ["most-prepare-data", "--help"], "most-score": ["most-score", "--help"],
+         "python -m most_speech.recipes.report": [sys.executable, "-m", "most_speech.recipes.report", "--help"],
+         "most-learn-kmeans": ["most-learn-kmeans", "--help"]}
 PEER = [sys.executable, "-c", "import most_speech.models"]
 
 
@@ -28,11 +29,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
-    times = {" ".join(c[-3:] if c[0] == sys.executable else c[:1]): [] for c in TOOLS}
+    times = {name: [] for name in TOOLS}
     peer = []
     for _ in range(a.rounds):
         peer.append(seconds(PEER))
-        for name, cmd in zip(times, TOOLS):
+        for name, cmd in TOOLS.items():
             times[name].append(seconds(cmd))
     base = statistics.median(peer)
     print(f"peer: import most_speech.models (every tool before): {base:.2f} s")

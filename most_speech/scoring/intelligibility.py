@@ -146,8 +146,8 @@ def evaluate_intelligibility(items: Sequence[IntelligibilityItem], judge, progre
     with_real = [it for it in items if it.real_audio is not None]
     audio = [it.audio for it in items] + [it.real_audio for it in with_real]
     if jobs > 1:
-        name = judge.partition(":")[0] if isinstance(judge, str) else getattr(judge, "name", "judge")
-        hyps = transcribe_in_processes(judge, audio, jobs=jobs, progress=progress)
+        hyps = transcribe_in_processes(judge, audio, jobs=jobs, progress=progress)  # a spec string, or TypeError
+        name = judge.partition(":")[0]  # make_judge's kinds are its judges' names
     else:
         judge = make_judge(judge)
         name, hyps = judge.name, judge.transcribe(audio, progress=progress)
