@@ -10,7 +10,7 @@ Subcommands::
                         [--voice SPEC [SPEC ...]]
     most-score build-storycloze --stories S.jsonl --out DIR [--voice SPEC [SPEC ...]]
     most-score build-qa --questions test.json --out DIR [--limit N] [--voice SPEC]
-    most-score qa --questions Q --pred P --out DIR            (text answers)
+    most-score qa --questions Q --pred P --out DIR [--limit N]   (text answers)
     most-score qa --questions Q --answer-audio A --judge whisper --out DIR   (spoken answers)
 
 Every score uses :func:`most_speech.text.normalize.normalize_text`. Transcript files (``--ref``, ``--hyp``,
@@ -132,7 +132,7 @@ def _cmd_qa(args) -> dict:
     from most_speech.scoring.io import read_transcripts
     from most_speech.scoring.qa import load_questions, score_qa, transcribe_answers, write_qa_report
 
-    items = load_questions(args.questions)
+    items = load_questions(args.questions, limit=args.limit or None)
     if args.pred:
         outputs = read_transcripts(args.pred)
     else:
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--pred", help="text answers: JSONL {id,text}, Kaldi text or .trn")
     group.add_argument("--answer-audio", help='spoken answers: JSONL {"id","audio"}')
     p.add_argument("--judge", default="whisper", help="ASR judge for spoken answers")
+    p.add_argument("--limit", type=int, default=0, help="score the first N questions only (0: all)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_qa)
     return parser

@@ -1,7 +1,8 @@
 """Spoken question answering (WebQuestions "WebQ" format): accuracy = a gold answer is contained in the output.
 
 Questions come as a JSON array of ``{"qId", "qText", "answers": [...]}`` (WebQuestions) or JSONL with
-``id``/``question``/``answers``. An output counts as correct when, after THE normaliser
+``id``/``question``/``answers``; a single ``answer`` string stands for a one-answer list, so stage 2's held-out
+speech-instruction manifests (``speech_instruction_dev.jsonl``) score as they are. An output counts as correct when, after THE normaliser
 (:func:`~most_speech.text.normalize.normalize_text`) on both sides, one gold answer occurs in it as a whole
 word sequence (``"paris"`` matches "it is paris france" but not "parisian"). Speech questions are synthesized
 locally (:func:`build_spoken_questions`) or recorded; speech answers are first transcribed by an ASR judge
@@ -66,9 +67,11 @@ def _item(row: dict, where: str) -> QAItem:
     qid = row.get("qId", row.get("id"))
     text = row.get("qText", row.get("question"))
     answers = row.get("answers")
+    if answers is None and isinstance(row.get("answer"), str) and row["answer"].strip():
+        answers = [row["answer"]]
     if qid is None or text is None or not isinstance(answers, list) or not answers:
         raise ValueError(f"{where}: question needs an id (qId/id), text (qText/question) and a non-empty "
-                         f"answers list; got {row}")
+                         f"answers list (or an answer string); got {row}")
     return QAItem(str(qid), str(text), [str(a) for a in answers], row.get("audio"))
 
 

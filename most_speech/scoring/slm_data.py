@@ -280,6 +280,9 @@ def make_wuggy_pairs(words: Optional[Sequence[str]] = None, seed: int = 0, lexic
             for w in words if pseudo.get(w) is not None]
 
 
+_EDGE_PUNCT = re.compile(r"^[^\w']+|[^\w']+$")  # leading / trailing punctuation of a whitespace token
+
+
 def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence[str]] = None, seed: int = 0,
                               lexicon: Optional[Set[str]] = None, min_letters: int = 4,
                               match_phonemes: bool = False) -> List[Dict[str, str]]:
@@ -289,13 +292,16 @@ def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence
     out of its domain; these pairs keep the context. Each sentence gives at most one pair: among its words of
     at least ``min_letters`` letters that have a pseudoword (:func:`make_wuggy_pairs` of ``words``), one is
     drawn (seeded) and replaced. Sentences without such a word are skipped. Text is lower-cased and split on
-    whitespace. ``match_phonemes`` as in :func:`make_wuggy_pairs`.
+    whitespace; punctuation at a word's edges (Common Voice's ``"chair."``) does not hide the word and stays in
+    place around its pseudoword. ``match_phonemes`` as in :func:`make_wuggy_pairs`.
 
     Examples
     --------
     >>> pairs = make_sentence_wuggy_pairs(["the red table", "a cat"], words=["table"], lexicon={"table"})
     >>> len(pairs), pairs[0]["good_text"], pairs[0]["bad_text"].split()[:2]
     (1, 'the red table', ['the', 'red'])
+    >>> make_sentence_wuggy_pairs(["The red table."], words=["table"], lexicon={"table"})[0]["bad_text"][-1]
+    '.'
     """
     pseudo = {p["good_text"]: p["bad_text"]
               for p in make_wuggy_pairs(words, seed=seed, lexicon=lexicon, match_phonemes=match_phonemes)}
@@ -303,11 +309,12 @@ def make_sentence_wuggy_pairs(sentences: Sequence[str], words: Optional[Sequence
     pairs = []
     for i, sentence in enumerate(sentences):
         tokens = sentence.lower().split()
-        slots = [k for k, w in enumerate(tokens) if w in pseudo and len(w) >= min_letters]
+        cores = [_EDGE_PUNCT.sub("", w) for w in tokens]
+        slots = [k for k, w in enumerate(cores) if w in pseudo and len(w) >= min_letters]
         if not slots:
             continue
         k = rng.choice(slots)
-        bad = tokens[:k] + [pseudo[tokens[k]]] + tokens[k + 1:]
+        bad = tokens[:k] + [tokens[k].replace(cores[k], pseudo[cores[k]], 1)] + tokens[k + 1:]
         pairs.append({"id": f"swuggy_sent_{i:05d}", "type": "lexical", "group": "",
                       "good_text": " ".join(tokens), "bad_text": " ".join(bad)})
     return pairs

@@ -9,12 +9,13 @@
 # Stages: 0 check inputs, 1 SmolTalk -> dialogue manifests (most-prepare-data smoltalk), 2 speak the user
 # turns (--tts local: --voice; --tts most: the stage-1 export), 3 encoder features for the spoken
 # instructions and the stage-1 replay, 4 task manifests, 5 train (train.py hparams/stage2.yaml from the stage-1
-# model), 6 spoken QA (most-score build-qa, most-decode qa, most-score qa) on WebQuestions-format questions.
+# model), 6 spoken QA (most-score build-qa, most-decode qa, most-score qa) on WebQuestions-format questions
+# (--dev_qa_limit N: and on the first N held-out spoken instructions).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ../../tools/recipe_utils.sh
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "$0" | sed 's/^/  --/'; }
+usage() { sed -n '2,13p' "${0##*/}" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "${0##*/}" | sed 's/^/  --/'; }
 
 stage=0
 stop_stage=6
@@ -43,7 +44,8 @@ tag=stage2
 questions=                # WebQuestions-format JSON / JSONL (qId, qText, answers) for spoken QA
 qa_limit=200
 qa_voice=flite:awb
-results=RESULTS.md
+dev_qa_limit=0            # stage 6 also answers the first N held-out spoken instructions and scores them as
+                          # spoken QA (gold answer contained in the output: for short answers, e.g. the mini dialogues')
 
 parse_options "$@"
 s1_exp=$stage1_recipe/exp/$stage1_tag
@@ -138,6 +140,13 @@ if run_stage 6 "spoken QA"; then
     --voice "$qa_voice" --out "$qa_dir"
   most-decode qa "$exp/export" --manifest "$qa_dir/questions.jsonl" --device "$device" --out "$qa_dir/answers.jsonl"
   most-score qa --questions "$qa_dir/questions.jsonl" --pred "$qa_dir/answers.jsonl" --out "$exp/score/qa_webq"
+  if [ "$dev_qa_limit" -gt 0 ]; then
+    dev_manifest=$datadir/tasks/speech_instruction_dev.jsonl
+    most-decode qa "$exp/export" --manifest "$dev_manifest" --limit "$dev_qa_limit" --device "$device" \
+      --out "$exp/score/qa_dev/answers.jsonl"
+    most-score qa --questions "$dev_manifest" --limit "$dev_qa_limit" --pred "$exp/score/qa_dev/answers.jsonl" \
+      --out "$exp/score/qa_dev"
+  fi
   finish 6 "spoken QA"
 fi
 log "done: stages $stage..$stop_stage"

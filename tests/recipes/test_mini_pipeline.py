@@ -1,4 +1,5 @@
-"""The mini pipeline end to end (run.sh --mini true, stages 0-11) on a tiny slice of the mini corpus.
+"""The mini pipeline end to end (run.sh --mini true, stages 0-11) on a tiny slice of the mini corpus, then
+stage 2 (recipes/SmolTalk/run.sh, stages 0-6) from the stage-1 model it trained.
 
 About 30 utterances, a few training steps: the point is that every stage runs, hands the next one what it
 needs, skips finished work on a rerun, and that RESULTS.md gets real numbers (not that they are good).
@@ -6,6 +7,7 @@ needs, skips finished work on a rerun, and that RESULTS.md gets real numbers (no
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from most_speech.scoring.slm_data import read_audio_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "recipes" / "LibriHeavy" / "run.sh"
+SMOLTALK = ROOT / "recipes" / "SmolTalk" / "run.sh"
 
 pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")),
                                 reason="the mini corpus needs espeak-ng and flite")
@@ -31,9 +34,16 @@ def _run(tmp: Path, *extra: str, stage: int = 0):
     return subprocess.run(args, capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory):
+    """The tiny stage-1 run's folder (data/, dump/, exp/) and its completed process."""
+    tmp = tmp_path_factory.mktemp("mini")
+    return tmp, _run(tmp)
+
+
 @pytest.mark.timeout(600)
-def test_mini_pipeline_end_to_end(tmp_path):
-    res = _run(tmp_path)
+def test_mini_pipeline_end_to_end(mini_run):
+    tmp_path, res = mini_run
     assert res.returncode == 0, res.stderr[-3000:]
     for n in range(12):
         assert f"Stage {n}:" in res.stderr
@@ -81,3 +91,39 @@ def test_mini_pipeline_end_to_end(tmp_path):
     again = _run(tmp_path, "--stop_stage", "7")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "generating the mini corpus" not in again.stderr and "dumping" not in again.stderr
+
+
+@pytest.mark.timeout(600)
+def test_smoltalk_stage2_from_the_mini_model(mini_run):
+    stage1, res = mini_run
+    assert res.returncode == 0, res.stderr[-3000:]
+    tmp = stage1 / "stage2"
+    dialogues = tmp / "dialogues.jsonl"
+    subprocess.run([sys.executable, "-m", "most_speech.recipes.mini", "dialogues", "--num", "12",
+                    "--out", str(dialogues)], check=True, capture_output=True)
+    questions = tmp / "webq.json"
+    questions.write_text(json.dumps([{"qId": "q1", "qText": "what is the capital of france?", "answers": ["Paris"]},
+                                     {"qId": "q2", "qText": "who wrote hamlet?", "answers": ["Shakespeare"]}]))
+    args = ["bash", str(SMOLTALK), "--smoltalk_dir", str(dialogues), "--stage1_recipe", str(stage1),
+            "--stage1_tag", "mini", "--stage1_data_root", str(stage1 / "data" / "mini_corpus"),
+            "--encoder", "phonetic", "--dev_dialogues", "4", "--datadir", str(tmp / "data"),
+            "--dumpdir", str(tmp / "dump"), "--expdir", str(tmp / "exp"), "--questions", str(questions),
+            "--qa_limit", "2", "--dev_qa_limit", "3",
+            "--train_args", "--engine=torch --number_of_epochs=1 --steps_per_epoch=2 --warmup_steps=1 "
+                            "--max_tokens=1024 --grad_accumulation_factor=1 --gradient_checkpointing=False "
+                            "--pad_to_multiple_of=8 --noprogressbar"]
+    stage2 = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert stage2.returncode == 0, stage2.stderr[-3000:]
+    for n in range(7):
+        assert f"Stage {n}:" in stage2.stderr
+    exp = tmp / "exp" / "stage2"
+    dev = [json.loads(line) for line in (tmp / "data" / "tasks" / "speech_instruction_dev.jsonl").open()]
+    assert len(dev) == 4 and all(Path(r["audio"]).is_file() and r["answer"] for r in dev)
+    webq = json.loads((exp / "score" / "qa_webq" / "summary.json").read_text())
+    assert webq["n_questions"] == 2 and webq["missing_outputs"] == []
+    # --dev_qa_limit 3: the first 3 held-out spoken instructions answered and scored against their answers
+    dev_qa = json.loads((exp / "score" / "qa_dev" / "summary.json").read_text())
+    assert dev_qa["n_questions"] == 3 and dev_qa["missing_outputs"] == []
+    answers = [json.loads(line) for line in (exp / "score" / "qa_dev" / "answers.jsonl").open()]
+    assert [a["id"] for a in answers] == [r["id"] for r in dev[:3]]
+    assert (exp / "export" / "most.json").is_file() and (exp / "train" / "model" / "config.json").is_file()

@@ -59,8 +59,13 @@ RECIPES = sorted((UTILS.parents[1] / "recipes").glob("*/run.sh")) + [UTILS.paren
 
 @pytest.mark.parametrize("run_sh", RECIPES, ids=lambda p: p.parent.name)
 def test_every_recipe_lists_its_options_and_rejects_unknown_ones(run_sh):
-    helped = subprocess.run(["bash", str(run_sh), "--help"], capture_output=True, text=True, timeout=30)
+    root = UTILS.parents[1]
+    # as a user types it from the repository root: the script cds to its folder before it reads itself
+    helped = subprocess.run(["bash", str(run_sh.relative_to(root)), "--help"], cwd=root, capture_output=True,
+                            text=True, timeout=30)
     assert helped.returncode == 0 and "--stage=" in helped.stdout and "--stop_stage=" in helped.stdout
+    header = run_sh.read_text().splitlines()[1].lstrip("# ")
+    assert helped.stdout.startswith(header) and "set -euo" not in helped.stdout and not helped.stderr
     bad = subprocess.run(["bash", str(run_sh), "--no_such_option", "1"], capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "unknown option --no_such_option" in bad.stderr
     missing = subprocess.run(["bash", str(run_sh), "--stage", "0"], capture_output=True, text=True, timeout=30)

@@ -51,6 +51,24 @@ def test_load_questions_formats_and_errors(tmp_path):
         load_questions(tmp_path / "dup.json")
 
 
+def test_speech_instruction_manifests_score_as_questions(tmp_path, capsys):
+    # stage 2's held-out speech instructions: one "answer" string per row; --limit scores the first N
+    rows = [{"id": "d1", "audio": "d1.wav", "question": "HOW MANY WORDS ARE IN A B", "answer": "THERE ARE TWO WORDS"},
+            {"id": "d2", "audio": "d2.wav", "question": "WHAT IS THE LAST WORD OF A B", "answer": "B"},
+            {"id": "d3", "audio": "d3.wav", "question": "?", "answer": "C"}]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = load_questions(tmp_path / "dev.jsonl")
+    assert [it.answers for it in items] == [["THERE ARE TWO WORDS"], ["B"], ["C"]]
+    (tmp_path / "pred.jsonl").write_text('{"id": "d1", "text": "there are two words"}\n{"id": "d2", "text": "a"}\n')
+    assert main(["qa", "--questions", str(tmp_path / "dev.jsonl"), "--limit", "2", "--pred",
+                 str(tmp_path / "pred.jsonl"), "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_questions"] == 2 and summary["accuracy"] == 50.0 and summary["missing_outputs"] == []
+    (tmp_path / "blank.jsonl").write_text('{"id": "d1", "question": "?", "answer": " "}\n')
+    with pytest.raises(ValueError, match="question 1.*answer string"):
+        load_questions(tmp_path / "blank.jsonl")
+
+
 @pytest.mark.skipif(not WEBQ.is_file(), reason="shared/data/webquestions absent")
 def test_webquestions_file_loads():
     items = load_questions(WEBQ)

@@ -209,6 +209,17 @@ def test_sentence_wuggy_pairs_replace_one_long_word_per_sentence():
     assert len(drawn) > 1  # the seed draws the slot (and the pseudoword)
 
 
+def test_sentence_wuggy_pairs_see_words_through_punctuation():
+    words = ["garden", "window"]
+    lexicon = real_word_lexicon(words)
+    sentences = ["Sam sat in the garden.", "\"Window,\" he said!"]  # Common Voice text: cased and punctuated
+    pairs = make_sentence_wuggy_pairs(sentences, words, lexicon=lexicon)
+    assert len(pairs) == 2
+    assert pairs[0]["good_text"] == "sam sat in the garden."
+    assert pairs[0]["bad_text"] == f"sam sat in the {make_pseudoword('garden', lexicon)}."
+    assert pairs[1]["bad_text"] == f"\"{make_pseudoword('window', lexicon)},\" he said!"
+
+
 def test_same_sound_shape():
     such = ["s", "V", "tS"]
     assert same_sound_shape(such, ["z", "V", "tS"]) and same_sound_shape(such, ["z", "I", "tS"])
