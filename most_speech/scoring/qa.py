@@ -2,11 +2,11 @@
 
 Questions come as a JSON array of ``{"qId", "qText", "answers": [...]}`` (WebQuestions) or JSONL with
 ``id``/``question``/``answers``; a single ``answer`` string stands for a one-answer list, so stage 2's held-out
-speech-instruction manifests (``speech_instruction_dev.jsonl``) score as they are. An output counts as correct when, after THE normaliser
-(:func:`~most_speech.text.normalize.normalize_text`) on both sides, one gold answer occurs in it as a whole
-word sequence (``"paris"`` matches "it is paris france" but not "parisian"). Speech questions are synthesized
-locally (:func:`build_spoken_questions`) or recorded; speech answers are first transcribed by an ASR judge
-(:func:`transcribe_answers`), so speech->text and speech->speech use the same scorer.
+speech-instruction manifests (``speech_instruction_dev.jsonl``) score as they are. An output counts as correct
+when, after THE normaliser (:func:`~most_speech.text.normalize.normalize_text`) on both sides, one gold answer
+occurs in it as a whole word sequence (``"paris"`` matches "it is paris france" but not "parisian"). Speech
+questions are synthesized locally (:func:`build_spoken_questions`) or recorded; speech answers are first
+transcribed by an ASR judge (:func:`transcribe_answers`), so speech->text and speech->speech use the same scorer.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ seeds=1986                # one or more training seeds (the hparams' default is 
 train_args=
 expdir=exp
 results=RESULTS.md
-evals="asr slm"
+evals="asr slm_sentences"   # the mini run's pair test: one word of each test and dev sentence swapped for its pseudoword
 rest=()
 # our own options first; everything else goes to run.sh
 while [ $# -gt 0 ]; do
