@@ -44,8 +44,8 @@ tag=stage2
 questions=                # WebQuestions-format JSON / JSONL (qId, qText, answers) for spoken QA
 qa_limit=200
 qa_voice=flite:awb
-dev_qa_limit=0            # stage 6 also answers the first N held-out spoken instructions and scores them as
-                          # spoken QA (gold answer contained in the output: for short answers, e.g. the mini dialogues')
+dev_qa_limit=0            # stage 6 also answers the first N held-out spoken instructions, scored as spoken QA
+                          # (gold answer contained in the output: for short answers such as the mini dialogues')
 
 parse_options "$@"
 s1_exp=$stage1_recipe/exp/$stage1_tag

@@ -51,7 +51,7 @@ def test_load_questions_formats_and_errors(tmp_path):
         load_questions(tmp_path / "dup.json")
 
 
-def test_speech_instruction_manifests_score_as_questions(tmp_path, capsys):
+def test_speech_instruction_manifests_score_as_questions(tmp_path):
     # stage 2's held-out speech instructions: one "answer" string per row; --limit scores the first N
     rows = [{"id": "d1", "audio": "d1.wav", "question": "HOW MANY WORDS ARE IN A B", "answer": "THERE ARE TWO WORDS"},
             {"id": "d2", "audio": "d2.wav", "question": "WHAT IS THE LAST WORD OF A B", "answer": "B"},
