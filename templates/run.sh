@@ -15,8 +15,6 @@ root=../..                       # the repository root, seen from recipes/<name>
 [ -f "$root/tools/recipe_utils.sh" ] || root=..
 . "$root/tools/recipe_utils.sh"  # parse_options, run_stage, log, is_done / mark_done, require, run_logged
 
-usage() { sed -n '2,11p' "${0##*/}" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "${0##*/}" | sed 's/^/  --/'; }
-
 # ---------------------------------------------------------------- options: every line is a --name value
 stage=0
 stop_stage=11

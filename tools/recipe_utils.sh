@@ -8,16 +8,27 @@
 #   is_done "$dir" || { work; mark_done "$dir"; }   # skip work whose outputs are complete
 #
 # Conventions: every option is `--name value` (underscores or dashes, `--name=value` works too) and must
-# name a variable that the script defined before calling parse_options, so a typo fails loudly. Logs go to
-# stderr with a timestamp; `run_logged LOG cmd...` tees a command's output into a log file (progress-bar
-# redraws collapsed to their last state) and keeps its exit status.
+# name a variable that the script defined before calling parse_options, so a typo fails loudly; `--help`
+# prints the script's header comment and its options (recipe_usage). Logs go to stderr with a timestamp;
+# `run_logged LOG cmd...` tees a command's output into a log file (progress-bar redraws collapsed to their
+# last state) and keeps its exit status.
+
+# --help: the script's header comment (the lines after the shebang up to the first that is not a comment), then
+# its options with their defaults and comments. The script may have cd'ed to its folder since it started.
+recipe_usage() {
+  local script=$0
+  [ -f "$script" ] || script=${0##*/}
+  awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$script"
+  echo "Options (default):"
+  grep -E '^[a-z_]+=' "$script" | sed 's/^/  --/'
+}
 
 # Kaldi/ESPnet's parse_options.sh, as a function: overrides already-defined shell variables.
 parse_options() {
   while [ $# -gt 0 ]; do
     case "$1" in
       --help|-h)
-        declare -F usage > /dev/null && usage
+        recipe_usage
         exit 0 ;;
       --*=*)
         _po_name="${1%%=*}"; _po_value="${1#*=}"; shift ;;

@@ -14,8 +14,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 . ../../tools/recipe_utils.sh
 
-usage() { sed -n '2,12p' "${0##*/}" | sed 's/^# \{0,1\}//'; echo "Options (default):"; grep -E '^[a-z_]+=' "${0##*/}" | sed 's/^/  --/'; }
-
 # ------------------------------------------------------------------ options (each is a --name value override)
 stage=0
 stop_stage=11
