@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../tools/recipe_utils.sh
 
-epochs=10                 # x steps_per_epoch (200) optimizer steps per variant: the mini run's budget (RESULTS.md);
-                          # at 3 the audio CTC is not learnt yet and joint CTC/attention ASR reads ~80 % WER
+epochs=10                 # x steps_per_epoch (400) optimizer steps per variant: the mini run's budget (RESULTS.md);
+                          # after 600 steps the audio CTC is not learnt yet and joint CTC/attention ASR reads ~80 % WER
 variants="dense moe mamoe mamoe_noshared"
 seeds=1986                # one or more training seeds (the hparams' default is 1986)
 train_args=
@@ -44,6 +44,6 @@ for v in $variants; do
   done
 done
 python3 -m most_speech.recipes.report ablation "${runs[@]}" --results "$results" --section ablation \
-  --title "Ablation at equal activated compute (mini corpus, $epochs x 200 steps each, seeds $seeds)" \
+  --title "Ablation at equal activated compute (mini corpus, $epochs x 400 steps each, seeds $seeds)" \
   --notes local/ablation_notes.md
 log "ablation table written to $results"
