@@ -74,10 +74,13 @@ if true_value "$mini"; then   # mini defaults; command-line options still win
   nclusters=64; km_n_init=5; unit_rate=25    # 25 Hz units of the phonetic encoder's layer 3 (K as LibriHeavy mini)
   asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3; tts_candidates=4   # decoding as the LibriHeavy mini run
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
-  # the earlier mini model (hidden 256, 2000 steps): on 1500 training utterances mini.yaml's hidden 128 x 4000
-  # overfits TTS and reads ASR 20.8 % (x 2000: 22.9 %) against this one's 17.3 % (RESULTS.md)
-  train_args="--hidden_size=256 --intermediate_size=768 --moe_intermediate_size=256 --steps_per_epoch=200"
   parse_options "$@"
+  # the earlier mini model (hidden 256, 2000 steps): on 1500 training utterances mini.yaml's hidden 128 x 4000
+  # overfits TTS and reads ASR 20.8 % (x 2000: 22.9 %) against this one's 17.3 % (RESULTS.md). Added to
+  # --train_args key by key, so that a key the user gives there wins (train.py refuses a key given twice).
+  for kv in --hidden_size=256 --intermediate_size=768 --moe_intermediate_size=256 --steps_per_epoch=200; do
+    [[ " $train_args " == *" ${kv%%=*}="* ]] || train_args="$kv $train_args"
+  done
 fi
 [ -n "$cv_dir" ] || die "give --cv_dir (or --mini true)"
 data_root=${data_root:-$cv_dir}
