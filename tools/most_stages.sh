@@ -16,8 +16,8 @@ exp=$expdir/$tag
 export=$exp/export
 train_py=${train_py:-train.py}
 lm_text=${lm_text:-}
-speech_input=${speech_input:-continuous}   # how the trained model takes speech: continuous | units
-export_template=${export_template:-"{}"}   # TemplateConfig fields of the export, e.g. {"dedup_input_units": true}
+speech_input=${speech_input:-}   # the export's speech input: continuous | units (empty: the model's template.json)
+export_template=${export_template:-"{}"}   # TemplateConfig fields over the model's template.json (prompts, dedup)
 slm_num_words=${slm_num_words:-0}   # spoken-LM pair test: at most this many words (0: the whole vocabulary)
 phonetic_dir=${phonetic_dir:-$expdir/phonetic_encoder}   # encoder=phonetic: where stage 3 trains it
 
@@ -117,8 +117,8 @@ fi
 
 if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   encoder_options export
-  most-export "$exp/train/model" "$export" --speech-input "$speech_input" --template "$export_template" \
-    "${enc_opts[@]}" --kmeans "$km" \
+  most-export "$exp/train/model" "$export" ${speech_input:+--speech-input "$speech_input"} \
+    --template "$export_template" "${enc_opts[@]}" --kmeans "$km" \
     --vocoder "$expdir/vocoder/vocoder" --unit-rate "$unit_rate" --overwrite
   for s in $test_sets; do
     [[ " $evals " == *" asr "* ]] || continue

@@ -164,6 +164,11 @@ def validate_example(example: Example, layout: TokenLayout) -> Example:
     return example
 
 
+#: file in a trained model folder with the :class:`TemplateConfig` fields it was trained with (training writes it;
+#: ``most-export`` starts from it, so decoding builds prompts and unit sequences the way training did)
+TEMPLATE_FILE = "template.json"
+
+
 @dataclass
 class TemplateConfig:
     """Prompts and choices of the task templates (MoST's defaults).

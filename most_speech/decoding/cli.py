@@ -8,7 +8,7 @@ Subcommands::
     most-decode qa   EXPORT --manifest questions.jsonl --out answers.jsonl [--speak --out-dir DIR]
     most-decode resynth EXPORT --manifest test.jsonl --units dump/units/all.jsonl --out-dir DIR
 
-``resynth`` voices each utterance's own k-means units (deduplicated, as TTS targets are) with the export's
+``resynth`` voices each utterance's own k-means units (deduplicated or not, as the TTS targets are) with the export's
 vocoder: judged like ``tts`` output, it is the ceiling the vocoder and unit inventory put on TTS.
 
 Manifests are JSONL with ``id`` and ``audio`` (``{data_root}`` replaced by ``--data-root``; other relative
@@ -185,9 +185,10 @@ def _cmd_resynth(args, loaded):
         raise SystemExit(f"{args.units}: no units for {len(missing)} utterances of {args.manifest} "
                          f"(e.g. {missing[0]!r})")
     synth_rows = []
+    dedup = loaded.templates.config.dedup_target_units  # voiced in the form the model's TTS targets take
     for part in tqdm(chunks(rows, args.batch_size), desc="resynth", unit="batch"):
-        seqs = [deduplicate(units[r["id"]])[0].tolist() for r in part]
-        wavs = loaded.vocoder.synthesize(seqs, km_tag=loaded.info.km_tag, deduplicated=True)
+        seqs = [deduplicate(units[r["id"]])[0].tolist() if dedup else list(units[r["id"]]) for r in part]
+        wavs = loaded.vocoder.synthesize(seqs, km_tag=loaded.info.km_tag, deduplicated=dedup)
         for row, wav in zip(part, wavs):
             path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
             save_audio(path, wav, loaded.vocoder.sample_rate)
@@ -206,7 +207,9 @@ def _cmd_slm_pairs(args, loaded):
 
     def encode(path):
         feats = loaded.features([{"wav": load_audio(path)}])[0]
-        units, _ = dedup(loaded.kmeans(feats))
+        units = loaded.kmeans(feats)
+        if loaded.templates.config.dedup_target_units:  # the form speech_lm / TTS targets were trained in
+            units, _ = dedup(units)
         return [lay.boa_id] + tok.units_to_ids(units.tolist()) + [lay.eoa_id]
 
     pairs = encode_audio_pairs(args.pairs, encode)

@@ -93,5 +93,6 @@ class SpokenQADecoder:
             raise ValueError("SpokenQADecoder has no vocoder: pass one for spoken answers")
         units = self.answer_units(entries)
         ids = list(units)
-        wavs = self.vocoder.synthesize([units[i] or [0] for i in ids], km_tag=self.km_tag or self.vocoder.km_tag)
+        wavs = self.vocoder.synthesize([units[i] or [0] for i in ids], km_tag=self.km_tag or self.vocoder.km_tag,
+                                       deduplicated=self.templates.config.dedup_target_units)
         return {i: (w if units[i] else w[:0]) for i, w in zip(ids, wavs)}

@@ -128,7 +128,7 @@ class TTSDecoder:
 
     @torch.no_grad()
     def generate_units_batch(self, texts: Sequence[str], use_cache: bool = True) -> List[List[int]]:
-        """Unit sequences (deduplicated, as trained) for one batch of texts."""
+        """Unit sequences for one batch of texts (deduplicated or frame-rate, as the model was trained)."""
         prompts = [self._prompt(t) for t in texts]
         budgets = [self._budget(t) for t in texts]
         batch = left_pad(prompts, self.tokenizer.pad_id).to(self.model.device)
@@ -187,10 +187,14 @@ class TTSDecoder:
         return best_units, best_wavs, best_scores
 
     def _vocode(self, units: List[List[int]]) -> List[torch.Tensor]:
-        """The vocoder's waveforms of deduplicated unit sequences (empty for an empty sequence)."""
+        """The vocoder's waveforms of generated unit sequences (empty for an empty sequence).
+
+        Deduplicated units (the templates' ``dedup_target_units``) get the vocoder's predicted durations;
+        frame-rate units are voiced as they are: the model chose their durations.
+        """
         vocoder = self._require_vocoder()
         wavs = vocoder.synthesize([u or [0] for u in units], km_tag=self.km_tag or vocoder.km_tag,
-                                  deduplicated=True)
+                                  deduplicated=self.templates.config.dedup_target_units)
         return [w if u else w[:0] for w, u in zip(wavs, units)]
 
     def stream(self, text: str, chunk_units: int = 25) -> Iterator[torch.Tensor]:
@@ -204,12 +208,13 @@ class TTSDecoder:
         lo, hi = self._budget(text)
         proc = UnitOnlyLogitsProcessor(self.layout, prompt.shape[1], min_units=lo, max_units=[hi])
         pending: List[int] = []
+        dedup = self.templates.config.dedup_target_units
         for tok in iter_tokens(self.model, prompt, max_new_tokens=hi + 2, processors=[proc],
                                sampling=self.sampling, stop_ids=(self.layout.eoa_id, self.layout.eos_id)):
             if self.layout.is_unit(tok):
                 pending.append(tok - self.layout.unit_offset)
             if len(pending) >= chunk_units:
-                yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag)[0]
+                yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag, deduplicated=dedup)[0]
                 pending = []
         if pending:
-            yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag)[0]
+            yield vocoder.synthesize([pending], km_tag=self.km_tag or vocoder.km_tag, deduplicated=dedup)[0]

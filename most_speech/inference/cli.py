@@ -57,20 +57,36 @@ def synthesize_main(argv=None) -> None:
     print(f"wrote {len(texts)} files to {out}", file=sys.stderr)
 
 
+def _export_template(parser, a) -> tuple[dict, str]:
+    """The export's template fields and speech input: the model's ``template.json`` (what training used), then
+    ``--template`` over it; ``--speech-input`` must agree with a trained-in one."""
+    from ..data.templates import TEMPLATE_FILE
+    saved_path = Path(a.model_dir) / TEMPLATE_FILE
+    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
+    template = {**saved, **json.loads(a.template)}
+    trained = template.pop("speech_input", None)
+    if a.speech_input and trained and a.speech_input != trained:
+        parser.error(f"--speech-input {a.speech_input}: {saved_path} says the model was trained with "
+                     f"speech_input {trained}")
+    return template, a.speech_input or trained or "continuous"
+
+
 def export_main(argv=None) -> None:
     """``most-export MODEL_DIR OUT``: bundle a trained model (``<exp>/model``) with its front end and vocoder."""
     p = argparse.ArgumentParser(prog="most-export", description="Make an inference export folder.")
     p.add_argument("model_dir", help="trained model folder (save_pretrained + tokenizer), e.g. exp/stage1/model")
     p.add_argument("out", help="export folder to create")
     p.add_argument("--tokenizer-dir", help="default: MODEL_DIR")
-    p.add_argument("--speech-input", choices=["continuous", "units"], default="continuous")
+    p.add_argument("--speech-input", choices=["continuous", "units"],
+                   help="default: the model's template.json (written by training), else continuous")
     p.add_argument("--encoder", default="fbank", help="front end kind: hubert, phonetic, fbank or mfcc")
     p.add_argument("--encoder-dir", help="HuBERT or phonetic encoder directory (copied into the export)")
     p.add_argument("--encoder-layer", type=int)
     p.add_argument("--kmeans", help="k-means centroids (kmeans.safetensors) for unit input and spoken-LM pairs")
     p.add_argument("--vocoder", help="saved vocoder folder")
     p.add_argument("--unit-rate", type=float, default=50.0)
-    p.add_argument("--template", default="{}", help="TemplateConfig fields as JSON (prompts, dedup, ...)")
+    p.add_argument("--template", default="{}",
+                   help="TemplateConfig fields as JSON (prompts, dedup, ...) over the model's template.json")
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
@@ -93,8 +109,9 @@ def export_main(argv=None) -> None:
     encoder = {"kind": a.encoder}
     if a.encoder_layer is not None:
         encoder["layer"] = a.encoder_layer
-    info = ExportInfo(speech_input=a.speech_input, km_tag=tags.pop() if tags else None, unit_rate=a.unit_rate,
-                      encoder=encoder, template=json.loads(a.template))
+    template, speech_input = _export_template(p, a)
+    info = ExportInfo(speech_input=speech_input, km_tag=tags.pop() if tags else None, unit_rate=a.unit_rate,
+                      encoder=encoder, template=template)
     out = export_model(a.out, model, tokenizer, info=info, vocoder=vocoder, encoder_dir=a.encoder_dir,
                        kmeans=kmeans, overwrite=a.overwrite)
     print(f"wrote {out}")

@@ -8,14 +8,16 @@ Recipes' ``train.py`` files call :func:`main`. Launch:
 
 What the yaml provides (see ``recipes/LibriHeavy/hparams/*.yaml``): ``output_folder``, ``seed``,
 ``tokenizer`` (a :class:`~most_speech.text.tokenizer.MoSTTokenizer`), ``tasks`` /  ``valid_tasks``
-(manifest and weight per stream), ``speech_input``, batching (``max_tokens``, ``steps_per_epoch``,
+(manifest and weight per stream), ``speech_input`` or a ``template_config``
+(:class:`~most_speech.data.templates.TemplateConfig`: prompts, deduplication), batching (``max_tokens``, ``steps_per_epoch``,
 ``number_of_epochs``), the model (``init_from`` a converted MoST checkpoint directory, or ``model_config``
 a ``MoSTConfig`` for training from scratch), ``optimizer`` / ``lr_schedule`` callables, ``engine`` and
 ``deepspeed_config``, checkpointing (``ckpt_interval_steps``, ``keep_checkpoints``) and logging
 (``log_interval``, ``use_tensorboard``, ``use_wandb``).
 
 Outputs in ``output_folder``: ``save/`` (checkpoints; a rerun resumes from the newest good one),
-``model/`` (final weights as safetensors + config + tokenizer), ``train_log.txt``, ``log.txt``, ``tb/``,
+``model/`` (final weights as safetensors + config + tokenizer + ``template.json``, the task templates' settings:
+prompts, speech input, unit deduplication), ``train_log.txt``, ``log.txt``, ``tb/``,
 ``bad_items.jsonl`` (with ``skip_bad``).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -35,7 +38,7 @@ from speechbrain.utils.distributed import main_process_only
 from speechbrain.utils.train_logger import FileTrainLogger
 
 from most_speech.data.collate import Collator
-from most_speech.data.templates import TaskTemplates, TemplateConfig
+from most_speech.data.templates import TEMPLATE_FILE, TaskTemplates, TemplateConfig
 from most_speech.training.brain import MoSTBrain
 from most_speech.training.checkpoints import AtomicCheckpointer, RNGState
 from most_speech.training.data import (SPEECH_INPUT_TASKS, BatchList, MixedBatchStream, data_km_tag,
@@ -102,14 +105,16 @@ def build_model(init_from: Optional[str] = None, config=None, layout=None, dtype
 
 
 @main_process_only
-def export_model(model, tokenizer, folder) -> Path:
-    """Write ``model.save_pretrained`` (safetensors) and the tokenizer into ``folder``, atomically."""
+def export_model(model, tokenizer, folder, template_config: Optional[TemplateConfig] = None) -> Path:
+    """Write ``model.save_pretrained`` (safetensors), the tokenizer and ``template.json`` into ``folder``, atomically."""
     folder = Path(folder)
     tmp, old = folder.with_name(f".tmp-{folder.name}"), folder.with_name(f".old-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save(tmp)
+    if template_config is not None:
+        (tmp / TEMPLATE_FILE).write_text(json.dumps(asdict(template_config), indent=2) + "\n")
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
@@ -146,9 +151,19 @@ def _examples(hparams: dict, tasks, templates, feature_source, log_name: str):
         check_audio=bool(hparams.get("check_audio", True)), feature_keys=keys)
 
 
+def _template_config(hparams: dict) -> TemplateConfig:
+    """The yaml's ``template_config``, else the one ``init_from`` was trained with (its ``template.json``: a
+    stage 2 keeps stage 1's prompts and unit form), else MoST's defaults; ``speech_input`` from the yaml."""
+    if hparams.get("template_config") is not None:
+        return hparams["template_config"]
+    saved = Path(hparams["init_from"]) / TEMPLATE_FILE if hparams.get("init_from") else None
+    fields = json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}
+    fields["speech_input"] = hparams.get("speech_input", fields.get("speech_input", "continuous"))
+    return TemplateConfig(**fields)
+
+
 def _templates(hparams: dict, tokenizer) -> TaskTemplates:
-    config = hparams.get("template_config") or TemplateConfig(speech_input=hparams.get("speech_input", "continuous"))
-    return TaskTemplates(tokenizer, config)
+    return TaskTemplates(tokenizer, _template_config(hparams))
 
 
 def build_streams(hparams: dict, tokenizer, feature_source=None):
@@ -225,7 +240,7 @@ def train(hparams: dict, run_opts=None) -> MoSTBrain:
     brain.fit(counter, train_loader, valid_loader)
     logger.info("training done at optimizer step %d; steps per task %s", brain.optimizer_step,
                 dict(monitor.task_steps))
-    export_model(brain.model, tokenizer, out / "model")
+    export_model(brain.model, tokenizer, out / "model", _template_config(hparams))
     monitor.close()
     return brain
 

@@ -73,8 +73,8 @@ results=RESULTS.md
 evals="asr tts slm_sentences"   # what stages 9-10 decode and score: asr tts resynth slm_sentences slm
                                 # (resynth: the test units voiced, the vocoder's ceiling; slm*: mini only)
 slm_num_words=0           # spoken-LM pairs: at most this many vocabulary words (0: all)
-speech_input=continuous   # the model's speech input (as in the hparams): continuous | units
-export_template="{}"      # TemplateConfig fields for the export (JSON)
+speech_input=             # the export's speech input (continuous | units; empty: what training used)
+export_template="{}"      # TemplateConfig fields over the ones training used (the model's template.json), JSON
 
 parse_options "$@"
 

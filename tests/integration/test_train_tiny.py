@@ -61,6 +61,10 @@ def test_tiny_training_loss_falls_and_logs(corpus, tmp_path):
 
     exported = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
     assert exported.config.km_tag == "synthetic-lexicon-km"  # the units' k-means tag travels with the model
+    # so do the templates' settings, for most-export to decode the way training built examples
+    template = json.loads((tmp_path / "model" / "template.json").read_text())
+    assert template["dedup_target_units"] is True and template["speech_input"] == "units"
+    assert template["tts_instruction"] == "Convert the following text into speech."
     for (name, a), b in zip(brain.model.state_dict().items(), exported.state_dict().values()):
         assert torch.equal(a, b), name
 

@@ -112,6 +112,32 @@ def test_resynth_voices_each_utterances_own_units_deduplicated(tmp_path):
         main(["resynth", str(export), "--manifest", str(m), "--units", str(units), "--out-dir", str(tmp_path / "y")])
 
 
+def test_frame_rate_tts_targets_are_voiced_without_the_duration_predictor(tmp_path):
+    # a model trained with dedup_target_units=False chose its units' durations: resynthesis, TTS and the
+    # spoken-LM pairs use the frame-rate units as they are
+    from most_speech.inference.export import ExportInfo
+    from most_speech.vocoder import load_vocoder
+
+    export = tiny_export(tmp_path)
+    info = json.loads((export / "most.json").read_text())
+    info["template"] = {"dedup_target_units": False}
+    (export / "most.json").write_text(json.dumps(info))
+    assert ExportInfo.load(export).template == {"dedup_target_units": False}
+    m = manifest(tmp_path, 1)
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"id": "spk/utt0", "units": [3, 3, 3, 5]}\n')
+    (tmp_path / "units.km_tag").write_text("mfcc-km16-test\n")
+    main(["resynth", str(export), "--manifest", str(m), "--units", str(units), "--out-dir", str(tmp_path / "rs")])
+    voc = load_vocoder(export / "vocoder")
+    want = voc.synthesize([[3, 3, 3, 5]], km_tag="mfcc-km16-test", deduplicated=False)[0].numpy()
+    got, _ = sf.read(read(tmp_path / "rs/synth.jsonl")[0]["audio"], dtype="float32")
+    assert len(got) == len(want) == 4 * voc.hop_length
+    main(["tts", str(export), "--manifest", str(m), "--out-dir", str(tmp_path / "tts"), "--temperature", "1.0"])
+    generated = read(tmp_path / "tts/units.jsonl")[0]["units"]
+    got, _ = sf.read(read(tmp_path / "tts/synth.jsonl")[0]["audio"], dtype="float32")
+    assert len(got) == len(generated) * voc.hop_length  # one vocoder frame per generated unit, repeats kept
+
+
 def test_tts_without_data_root_writes_no_real_audio(tmp_path, caplog):
     export = tiny_export(tmp_path)
     main(["tts", str(export), "--manifest", str(manifest(tmp_path, 1)), "--out-dir", str(tmp_path / "tts")])
@@ -153,3 +179,11 @@ def test_slm_pairs_become_unit_token_pairs(tmp_path):
     for seq in (pair.good, pair.bad):
         assert seq[0] == lay.boa_id and seq[-1] == lay.eoa_id
         assert all(lay.is_unit(t) for t in seq[1:-1]) and len(seq) > 2
+        assert all(a != b for a, b in zip(seq[1:-2], seq[2:-1]))  # deduplicated, as the TTS targets were
+    # a model trained on frame-rate units scores frame-rate units: 25 ms MFCC frames (0.5 s: 50 of them)
+    info = json.loads((export / "most.json").read_text())
+    info["template"] = {"dedup_target_units": False}
+    (export / "most.json").write_text(json.dumps(info))
+    main(["slm-pairs", str(export), "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "p2.jsonl")])
+    frames = read_pairs(tmp_path / "p2.jsonl")[0]
+    assert len(frames.good) - 2 >= len(pair.good) - 2 and len(frames.bad) > len(frames.good)

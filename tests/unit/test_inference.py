@@ -124,3 +124,26 @@ def test_export_cli_bundles_a_phonetic_encoder(tmp_path):
     asr = MoSTASR.from_pretrained(tmp_path / "bundle", max_new_tokens=2)
     assert asr.loaded.encoder.dim == 32
     assert isinstance(asr.transcribe(write_wav(tmp_path / "a.wav")), str)
+
+
+def test_export_cli_starts_from_the_models_trained_template(tmp_path):
+    export = tiny_export(tmp_path, "units")
+    trained = tmp_path / "exp_model"
+    MoSTForCausalLM.from_pretrained(export / "model").save_pretrained(trained)
+    MoSTTokenizer.from_pretrained(export / "tokenizer").save(trained)
+    (trained / "template.json").write_text(json.dumps({"speech_input": "units", "dedup_target_units": False,
+                                                       "dedup_input_units": True, "tts_instruction": "Speak:"}))
+    common = ["--encoder", "mfcc", "--kmeans", str(export / "kmeans.safetensors"), "--vocoder", str(export / "vocoder")]
+    export_main([str(trained), str(tmp_path / "bundle"), *common])   # no --speech-input: the trained one
+    info = json.loads((tmp_path / "bundle" / "most.json").read_text())
+    assert info["speech_input"] == "units"
+    assert info["template"] == {"dedup_target_units": False, "dedup_input_units": True, "tts_instruction": "Speak:"}
+    tts = MoSTTTS.from_pretrained(tmp_path / "bundle")
+    assert tts.loaded.templates.config.dedup_target_units is False
+    assert tts.loaded.templates.config.tts_instruction == "Speak:"
+    # --template overrides a field; a --speech-input the model was not trained with is refused
+    export_main([str(trained), str(tmp_path / "b2"), *common, "--template", '{"tts_instruction": "Say:"}'])
+    assert json.loads((tmp_path / "b2" / "most.json").read_text())["template"]["tts_instruction"] == "Say:"
+    with pytest.raises(SystemExit):
+        export_main([str(trained), str(tmp_path / "b3"), *common, "--speech-input", "continuous"])
+    assert not (tmp_path / "b3").exists()

@@ -108,3 +108,22 @@ def test_torch_engine_clips_and_skips_non_finite_steps():
     engine.backward(model(torch.tensor([[float("inf"), 1.0]])).sum())
     engine.step()
     assert engine.skipped_steps == 1 and torch.equal(model.weight, before)
+
+
+def test_template_config_comes_from_the_yaml_else_the_initial_model(tmp_path):
+    import json
+
+    from most_speech.data.templates import TemplateConfig
+    from most_speech.training.run import _template_config
+
+    assert _template_config({"speech_input": "units"}) == TemplateConfig(speech_input="units")
+    stage1 = tmp_path / "stage1_model"
+    stage1.mkdir()
+    (stage1 / "template.json").write_text(json.dumps({"speech_input": "units", "dedup_target_units": False,
+                                                      "tts_instruction": "Speak:"}))
+    # a stage 2 from it keeps its prompts and unit form; the yaml's speech_input wins
+    got = _template_config({"init_from": str(stage1), "speech_input": "continuous"})
+    assert got == TemplateConfig(speech_input="continuous", dedup_target_units=False, tts_instruction="Speak:")
+    own = TemplateConfig(dedup_target_units=True)
+    assert _template_config({"init_from": str(stage1), "template_config": own}) is own
+    assert _template_config({"init_from": str(tmp_path)}) == TemplateConfig()   # a converted checkpoint: none saved
