@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ../../tools/recipe_utils.sh
 
-epochs=10                 # x steps_per_epoch (400) optimizer steps per variant: the mini run's budget (RESULTS.md);
+epochs=10                 # x the yaml's steps_per_epoch: 4000 optimizer steps per variant, the mini run's budget (RESULTS.md);
                           # after 600 steps the audio CTC is not learnt yet and joint CTC/attention ASR reads ~80 % WER
 variants="dense moe mamoe mamoe_noshared"
 seeds=1986                # one or more training seeds (the hparams' default is 1986)
@@ -32,6 +32,9 @@ while [ $# -gt 0 ]; do
 done
 
 bash run.sh --mini true --expdir "$expdir" --stage 0 --stop_stage 7 "${rest[@]}"
+# the table's title says how many steps each variant trained: the yaml's steps_per_epoch, or --train_args's
+steps_per_epoch=$(sed -n 's/^steps_per_epoch: *\([0-9][0-9]*\).*/\1/p' "hparams/ablation_${variants%% *}.yaml")
+if [[ " $train_args " =~ --steps_per_epoch=([0-9]+) ]]; then steps_per_epoch=${BASH_REMATCH[1]}; fi
 read -r -a seed_list <<< "$seeds"
 runs=()
 for v in $variants; do
@@ -44,6 +47,6 @@ for v in $variants; do
   done
 done
 python3 -m most_speech.recipes.report ablation "${runs[@]}" --results "$results" --section ablation \
-  --title "Ablation at equal activated compute (mini corpus, $epochs x 400 steps each, seeds $seeds)" \
+  --title "Ablation at equal activated compute (mini corpus, $epochs x $steps_per_epoch steps each, seeds $seeds)" \
   --notes local/ablation_notes.md
 log "ablation table written to $results"
