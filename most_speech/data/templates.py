@@ -33,7 +33,9 @@ uses the encoder's real frame count), else ``None`` (batching then counts only t
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from most_speech.text.token_layout import TokenLayout
@@ -205,6 +207,28 @@ class TemplateConfig:
     def __post_init__(self):
         if self.speech_input not in ("continuous", "units"):
             raise ValueError(f"speech_input must be 'continuous' or 'units', got {self.speech_input!r}")
+
+    def save(self, folder) -> Path:
+        """Write the fields to ``folder/template.json`` (training does, beside the model)."""
+        path = Path(folder) / TEMPLATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def load_template_fields(folder) -> dict:
+    """The :class:`TemplateConfig` fields a model in ``folder`` was trained with (``{}`` without ``template.json``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> load_template_fields(d), TemplateConfig(dedup_target_units=False).save(d).name
+    ({}, 'template.json')
+    >>> load_template_fields(d)["dedup_target_units"]
+    False
+    """
+    path = Path(folder) / TEMPLATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 class TaskTemplates:

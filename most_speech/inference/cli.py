@@ -60,14 +60,12 @@ def synthesize_main(argv=None) -> None:
 def _export_template(parser, a) -> tuple[dict, str]:
     """The export's template fields and speech input: the model's ``template.json`` (what training used), then
     ``--template`` over it; ``--speech-input`` must agree with a trained-in one."""
-    from ..data.templates import TEMPLATE_FILE
-    saved_path = Path(a.model_dir) / TEMPLATE_FILE
-    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
-    template = {**saved, **json.loads(a.template)}
+    from ..data.templates import TEMPLATE_FILE, load_template_fields
+    template = {**load_template_fields(a.model_dir), **json.loads(a.template)}
     trained = template.pop("speech_input", None)
     if a.speech_input and trained and a.speech_input != trained:
-        parser.error(f"--speech-input {a.speech_input}: {saved_path} says the model was trained with "
-                     f"speech_input {trained}")
+        parser.error(f"--speech-input {a.speech_input}: {Path(a.model_dir) / TEMPLATE_FILE} says the model was "
+                     f"trained with speech_input {trained}")
     return template, a.speech_input or trained or "continuous"
 
 

@@ -27,7 +27,6 @@ import logging
 import os
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -38,7 +37,7 @@ from speechbrain.utils.distributed import main_process_only
 from speechbrain.utils.train_logger import FileTrainLogger
 
 from most_speech.data.collate import Collator
-from most_speech.data.templates import TEMPLATE_FILE, TaskTemplates, TemplateConfig
+from most_speech.data.templates import TaskTemplates, TemplateConfig, load_template_fields
 from most_speech.training.brain import MoSTBrain
 from most_speech.training.checkpoints import AtomicCheckpointer, RNGState
 from most_speech.training.data import (SPEECH_INPUT_TASKS, BatchList, MixedBatchStream, data_km_tag,
@@ -114,7 +113,7 @@ def export_model(model, tokenizer, folder, template_config: Optional[TemplateCon
     if tokenizer is not None:
         tokenizer.save(tmp)
     if template_config is not None:
-        (tmp / TEMPLATE_FILE).write_text(json.dumps(asdict(template_config), indent=2) + "\n")
+        template_config.save(tmp)
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
@@ -156,8 +155,7 @@ def _template_config(hparams: dict) -> TemplateConfig:
     stage 2 keeps stage 1's prompts and unit form), else MoST's defaults; ``speech_input`` from the yaml."""
     if hparams.get("template_config") is not None:
         return hparams["template_config"]
-    saved = Path(hparams["init_from"]) / TEMPLATE_FILE if hparams.get("init_from") else None
-    fields = json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}
+    fields = load_template_fields(hparams["init_from"]) if hparams.get("init_from") else {}
     fields["speech_input"] = hparams.get("speech_input", fields.get("speech_input", "continuous"))
     return TemplateConfig(**fields)
 

@@ -28,6 +28,13 @@ def read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def frame_rate_targets(export):
+    """Mark a tiny export as trained on frame-rate (not deduplicated) TTS / speech-LM targets."""
+    info = json.loads((export / "most.json").read_text())
+    info["template"] = {"dedup_target_units": False}
+    (export / "most.json").write_text(json.dumps(info))
+
+
 def test_asr_and_qa(tmp_path):
     export = tiny_export(tmp_path)
     m = manifest(tmp_path)
@@ -119,9 +126,7 @@ def test_frame_rate_tts_targets_are_voiced_without_the_duration_predictor(tmp_pa
     from most_speech.vocoder import load_vocoder
 
     export = tiny_export(tmp_path)
-    info = json.loads((export / "most.json").read_text())
-    info["template"] = {"dedup_target_units": False}
-    (export / "most.json").write_text(json.dumps(info))
+    frame_rate_targets(export)
     assert ExportInfo.load(export).template == {"dedup_target_units": False}
     m = manifest(tmp_path, 1)
     units = tmp_path / "units.jsonl"
@@ -181,9 +186,7 @@ def test_slm_pairs_become_unit_token_pairs(tmp_path):
         assert all(lay.is_unit(t) for t in seq[1:-1]) and len(seq) > 2
         assert all(a != b for a, b in zip(seq[1:-2], seq[2:-1]))  # deduplicated, as the TTS targets were
     # a model trained on frame-rate units scores frame-rate units: 25 ms MFCC frames (0.5 s: 50 of them)
-    info = json.loads((export / "most.json").read_text())
-    info["template"] = {"dedup_target_units": False}
-    (export / "most.json").write_text(json.dumps(info))
+    frame_rate_targets(export)
     main(["slm-pairs", str(export), "--pairs", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "p2.jsonl")])
     frames = read_pairs(tmp_path / "p2.jsonl")[0]
     assert len(frames.good) - 2 >= len(pair.good) - 2 and len(frames.bad) > len(frames.good)
