@@ -21,7 +21,7 @@ import torch
 import torchaudio
 
 from most_speech.vocoder import MeanMelConfig, MeanMelVocoder, UnitHifiganConfig, UnitHifiganVocoder
-from most_speech.vocoder.units import deduplicate
+from most_speech.audio.kmeans import dedup
 
 TAG = "bench"
 
@@ -52,14 +52,14 @@ def hifigan_pair(units):
     peer_voc.load_state_dict(voc.state_dict())
     peer = peer_voc.generator
     peer.remove_weight_norm()
-    dedup = [deduplicate(u)[0] for u in units]
+    runs = [dedup(u)[0] for u in units]
 
     def ours():
-        return voc.synthesize(dedup, km_tag=TAG, deduplicated=True)
+        return voc.synthesize(runs, km_tag=TAG, deduplicated=True)
 
     def theirs():
         with torch.no_grad():
-            return [peer.inference(d.view(1, -1, 1))[0, 0] for d in dedup]
+            return [peer.inference(d.view(1, -1, 1))[0, 0] for d in runs]
 
     return ours, theirs
 

@@ -173,7 +173,7 @@ def _self_asr_reranker(args, loaded):
 
 def _cmd_resynth(args, loaded):
     from ..vocoder.data import read_unit_file
-    from ..vocoder.units import deduplicate
+    from ..audio.kmeans import dedup
     if loaded.vocoder is None:
         raise SystemExit(f"{args.export}: the export has no vocoder")
     units, _ = read_unit_file(args.units, km_tag=loaded.info.km_tag)
@@ -185,10 +185,10 @@ def _cmd_resynth(args, loaded):
         raise SystemExit(f"{args.units}: no units for {len(missing)} utterances of {args.manifest} "
                          f"(e.g. {missing[0]!r})")
     synth_rows = []
-    dedup = loaded.templates.config.dedup_target_units  # voiced in the form the model's TTS targets take
+    deduplicated = loaded.templates.config.dedup_target_units  # voiced in the form the model's TTS targets take
     for part in tqdm(chunks(rows, args.batch_size), desc="resynth", unit="batch"):
-        seqs = [deduplicate(units[r["id"]])[0].tolist() if dedup else list(units[r["id"]]) for r in part]
-        wavs = loaded.vocoder.synthesize(seqs, km_tag=loaded.info.km_tag, deduplicated=dedup)
+        seqs = [dedup(units[r["id"]])[0].tolist() if deduplicated else list(units[r["id"]]) for r in part]
+        wavs = loaded.vocoder.synthesize(seqs, km_tag=loaded.info.km_tag, deduplicated=deduplicated)
         for row, wav in zip(part, wavs):
             path = out_dir / "wav" / f"{_file_id(row['id'])}.wav"
             save_audio(path, wav, loaded.vocoder.sample_rate)

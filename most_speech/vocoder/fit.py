@@ -13,7 +13,7 @@ from most_speech.vocoder.conv_mel import ConvMelConfig, ConvMelVocoder
 from most_speech.vocoder.data import aligned_pair, join_manifest_units
 from most_speech.vocoder.mean_mel import MeanMelConfig, MeanMelVocoder
 from most_speech.vocoder.mel import log_mel, mel_transform
-from most_speech.vocoder.units import deduplicate
+from most_speech.audio.kmeans import dedup
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _conv_mel_batch(examples, frames_per_unit: int, segment_frames: int, generat
             mel = mel[i * frames_per_unit:(i + segment_frames) * frames_per_unit]
         units.append(frame_units)
         mels.append(mel)
-        runs.append(deduplicate(frame_units))
+        runs.append(dedup(frame_units))
     pad = torch.nn.utils.rnn.pad_sequence
     return {
         "units": pad(units, batch_first=True),

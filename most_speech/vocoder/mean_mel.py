@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from most_speech.vocoder.base import UnitVocoder
 from most_speech.vocoder.mel import LOG_FLOOR, MelInverter, expand_by_durations, log_mel, mel_transform
-from most_speech.vocoder.units import deduplicate
+from most_speech.audio.kmeans import dedup
 
 __all__ = ["LOG_FLOOR", "MeanMelConfig", "MeanMelVocoder", "log_mel", "mel_transform"]
 
@@ -109,7 +109,7 @@ class MeanMelVocoder(UnitVocoder):
         self.mel_sums.index_add_(0, frame_units, mel[: n * k])
         self.frame_counts.index_add_(0, frame_units, torch.ones(n * k, dtype=torch.float64))
         # the first and last runs may be cut by the segment edges: leave them out
-        values, counts = deduplicate(units)
+        values, counts = dedup(units)
         if len(values) > 2:
             values, counts = values[1:-1], counts[1:-1]
         self.run_sums.index_add_(0, values, counts.double())

@@ -126,14 +126,3 @@ def _is_single(items) -> bool:
     if hasattr(items, "ndim"):  # torch.Tensor or numpy array
         return items.ndim == 1
     return isinstance(items, Sequence) and len(items) > 0 and isinstance(items[0], int)
-
-
-def deduplicate(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run-length encode a unit sequence.
-
-    Examples
-    --------
-    >>> deduplicate(torch.tensor([4, 4, 4, 2, 7, 7]))
-    (tensor([4, 2, 7]), tensor([3, 1, 2]))
-    """
-    return torch.unique_consecutive(units, return_counts=True)

@@ -18,7 +18,7 @@ from most_speech.vocoder import (
 )
 from most_speech.vocoder.fit import fit_conv_mel_vocoder, fit_mean_mel_vocoder
 from most_speech.vocoder.mean_mel import log_mel
-from most_speech.vocoder.units import deduplicate
+from most_speech.audio.kmeans import dedup
 
 TAG = "test_km16"
 
@@ -84,9 +84,9 @@ def test_duration_predictor_learns_toy_durations():
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
     voc.eval()
-    dedup = deduplicate(seqs[0])[0]
-    predicted = voc.predict_durations([dedup])[0]
-    assert predicted.shape == dedup.shape and bool((predicted >= 1).all())
+    runs = dedup(seqs[0])[0]
+    predicted = voc.predict_durations([runs])[0]
+    assert predicted.shape == runs.shape and bool((predicted >= 1).all())
 
 
 @pytest.mark.parametrize("make", [tiny_hifigan, tiny_mean_mel, tiny_conv_mel])
@@ -103,9 +103,9 @@ def test_save_load_round_trip(make, tmp_path):
     loaded = load_vocoder(tmp_path / "voc")
     assert type(loaded) is type(voc)
     units = [[3, 4, 5, 9, 1]]
-    for dedup in (False, True):
-        a = voc.synthesize(units, km_tag=TAG, deduplicated=dedup)[0]
-        b = loaded.synthesize(units, km_tag=TAG, deduplicated=dedup)[0]
+    for deduplicated in (False, True):
+        a = voc.synthesize(units, km_tag=TAG, deduplicated=deduplicated)[0]
+        b = loaded.synthesize(units, km_tag=TAG, deduplicated=deduplicated)[0]
         assert torch.equal(a, b)
 
 
@@ -139,14 +139,14 @@ def test_bad_units_are_named():
         voc.synthesize([[1], []], km_tag=TAG)
 
 
-@pytest.mark.parametrize("dedup", [True, False])
-def test_hifigan_batched_equals_one_by_one(dedup):
+@pytest.mark.parametrize("deduplicated", [True, False])
+def test_hifigan_batched_equals_one_by_one(deduplicated):
     voc = tiny_hifigan(seed=3)
     torch.manual_seed(1)
     seqs = [torch.randint(0, 16, (n,)) for n in (2, 9, 31)]
-    batched = voc.synthesize(seqs, km_tag=TAG, deduplicated=dedup)
+    batched = voc.synthesize(seqs, km_tag=TAG, deduplicated=deduplicated)
     for seq, wav in zip(seqs, batched):
-        single = voc.synthesize([seq], km_tag=TAG, deduplicated=dedup)[0]
+        single = voc.synthesize([seq], km_tag=TAG, deduplicated=deduplicated)[0]
         assert wav.shape == single.shape
         torch.testing.assert_close(wav, single, rtol=0, atol=1e-5)
 
@@ -200,9 +200,9 @@ def test_mean_mel_fit_synthesizes_closer_mels_than_random_units(tmp_path):
     dist = [(log_mel(w, cfg) - ref_mel).abs().mean().item() for w in (good, bad)]
     assert dist[0] < 0.75 * dist[1], dist
     # deduplicated input: durations come from the fitted mean run lengths (2-4 frames)
-    dedup = deduplicate(torch.from_numpy(runs))[0]
-    wav = voc.synthesize([dedup], km_tag=TAG, deduplicated=True)[0]
-    assert 2 * 320 * len(dedup) <= wav.shape[0] <= 4 * 320 * len(dedup)
+    values = dedup(torch.from_numpy(runs))[0]
+    wav = voc.synthesize([values], km_tag=TAG, deduplicated=True)[0]
+    assert 2 * 320 * len(values) <= wav.shape[0] <= 4 * 320 * len(values)
 
 
 def test_fit_refuses_units_of_another_tag(tmp_path):
@@ -238,8 +238,8 @@ def test_conv_mel_fit_learns_mels_and_durations(tmp_path):
     dist = [(log_mel(w, cfg) - ref_mel).abs().mean().item() for w in (good, bad)]
     assert dist[0] < 0.75 * dist[1], dist
     # unit k always lasts k % 3 + 2 frames: the duration predictor recovers the timing
-    dedup, lengths = deduplicate(torch.from_numpy(runs))
-    predicted = torch.exp(voc.log_durations(dedup[None]))[0].round()
+    values, lengths = dedup(torch.from_numpy(runs))
+    predicted = torch.exp(voc.log_durations(values[None]))[0].round()
     assert (predicted == lengths).float().mean() >= 0.9, (predicted, lengths)
 
 
