@@ -150,8 +150,10 @@ class TrainingMonitor:
         if self.wandb is not None:
             self.wandb.log({f"{prefix}/{k}": v for k, v in stats.items()}, step=step)
         if self.train_logger is not None:
+            # SpeechBrain's logger names each value by the keyword it came in (train_stats -> "train loss")
+            split = prefix if prefix in ("train", "valid", "test") else "train"
             self.train_logger.log_stats({"step": step, "stage": prefix},
-                                        train_stats={k: round(float(v), 6) for k, v in stats.items()})
+                                        **{f"{split}_stats": {k: round(float(v), 6) for k, v in stats.items()}})
 
     def close(self) -> None:
         if self.writer is not None:

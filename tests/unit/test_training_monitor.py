@@ -33,6 +33,19 @@ def test_monitor_writes_tensorboard_scalars(tmp_path):
     assert dict(mon.task_steps) == {"asr": 1, "tts": 1}
 
 
+def test_monitor_labels_validation_lines_of_train_log_as_valid(tmp_path):
+    from speechbrain.utils.train_logger import FileTrainLogger
+
+    mon = TrainingMonitor(str(tmp_path), {0: [0, 1]}, log_interval=1, use_tensorboard=False,
+                          train_logger=FileTrainLogger(str(tmp_path / "train_log.txt")))
+    mon.record_batch("tts", 4.0, 3.9, 0.1, tokens=100)
+    mon.flush(step=1, lr=0.5)
+    mon.write({"loss/tts": 3.5}, step=1, prefix="valid")
+    lines = (tmp_path / "train_log.txt").read_text().splitlines()
+    assert "stage: train - train loss/tts: 4" in lines[0]
+    assert lines[1].startswith("step: 1, stage: valid - valid loss/tts: 3.5") and "train" not in lines[1]
+
+
 def test_batch_audio_features_from_a_store(tmp_path):
     from most_speech.audio.store import FeatureWriter
 
