@@ -204,3 +204,14 @@ def test_ablation_variants_are_the_mini_model_but_for_the_moe_layout(variant):
     shared = {k: v for k, v in ablation.items() if k not in ABLATION_OWN_KEYS}
     assert shared == {k: mini[k] for k in shared}, "ablation settings drifted from mini.yaml"
     assert ablation["tasks"].keys() == {"asr", "tts", "text_lm"}
+
+
+def test_commonvoice_mini_pins_keys_that_mini_yaml_has():
+    """CommonVoice's --mini trains LibriHeavy's mini.yaml with earlier-model keys added to --train_args: each
+    must still be a top-level key there (a renamed key would be added beside it and change nothing)."""
+    run_sh = (ROOT / "recipes" / "CommonVoice" / "run.sh").read_text()
+    pinned = re.search(r"for kv in (.*?); do", run_sh, re.S).group(1).replace("\\\n", " ").split()
+    mini = _plain_yaml(ROOT / "recipes" / "LibriHeavy" / "hparams" / "mini.yaml")
+    keys = [kv[2:].split("=")[0] for kv in pinned]
+    assert {"hidden_size", "asr_weight", "tts_weight", "dedup_target_units"} <= set(keys)
+    assert [k for k in keys if k not in mini] == []
