@@ -105,9 +105,11 @@ run_logged() {
   mkdir -p "$(dirname "$logfile")"
   echo "# $(date '+%Y-%m-%d %H:%M:%S') $*" >> "$logfile"
   set -o pipefail
-  # The terminal gets every byte (fd 3); the file keeps each line from its last carriage return on, so a
-  # progress bar leaves its final state there instead of thousands of redraws.
-  { "$@" 2>&1 | tee /dev/fd/3 | awk '{ sub(/.*\r/, ""); print; fflush() }' >> "$logfile"; } 3>&1
+  # The terminal gets every byte (tee -> fd 3 -> cat); the log keeps each line from its last carriage return
+  # on, so a progress bar leaves its final state there instead of thousands of redraws. fd 3 is a pipe to cat,
+  # not our stdout itself: tee reopens /dev/fd/3, which would truncate a file that run.sh's output is
+  # redirected to (`bash run.sh > run.log`), and cat ends only when every byte is through.
+  { "$@" 2>&1 | tee /dev/fd/3 | awk '{ sub(/.*\r/, ""); print; fflush() }' >> "$logfile"; } 3>&1 | cat
 }
 
 # true_value VALUE: true for true/yes/1.

@@ -54,6 +54,17 @@ def test_require_and_run_logged(tmp_path):
     assert log.read_text().splitlines()[-2:] == ["step 3/3", "INFO done"]  # the file: the bar's last state
 
 
+def test_run_logged_keeps_what_a_redirected_output_file_already_holds(tmp_path):
+    """`bash run.sh > run.log`: the stages' own lines before and after a logged command stay in run.log (tee
+    must write through the inherited descriptor; reopening /dev/fd/N truncates the file it points to)."""
+    out, log = tmp_path / "run.log", tmp_path / "stage.log"
+    script = f'{{ echo "Stage 0 done"; run_logged "{log}" bash -c "echo work"; echo "Stage 1 done"; }} > "{out}"'
+    res = _bash(script)
+    assert res.returncode == 0, res.stderr
+    assert out.read_text().splitlines() == ["Stage 0 done", "work", "Stage 1 done"]
+    assert log.read_text().splitlines()[-1] == "work"
+
+
 RECIPES = sorted((UTILS.parents[1] / "recipes").glob("*/run.sh")) + [UTILS.parents[1] / "templates" / "run.sh"]
 
 
