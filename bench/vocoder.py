@@ -20,8 +20,8 @@ import time
 import torch
 import torchaudio
 
-from most_speech.vocoder import MeanMelConfig, MeanMelVocoder, UnitHifiganConfig, UnitHifiganVocoder
 from most_speech.audio.kmeans import dedup
+from most_speech.vocoder import MeanMelConfig, MeanMelVocoder, UnitHifiganConfig, UnitHifiganVocoder
 
 TAG = "bench"
 

@@ -9,11 +9,11 @@ from dataclasses import replace
 import torch
 from tqdm import tqdm
 
+from most_speech.audio.kmeans import dedup
 from most_speech.vocoder.conv_mel import ConvMelConfig, ConvMelVocoder
 from most_speech.vocoder.data import aligned_pair, join_manifest_units
 from most_speech.vocoder.mean_mel import MeanMelConfig, MeanMelVocoder
 from most_speech.vocoder.mel import log_mel, mel_transform
-from most_speech.audio.kmeans import dedup
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from most_speech.audio.kmeans import dedup
 from most_speech.vocoder.base import UnitVocoder
 from most_speech.vocoder.mel import LOG_FLOOR, MelInverter, expand_by_durations, log_mel, mel_transform
-from most_speech.audio.kmeans import dedup
 
 __all__ = ["LOG_FLOOR", "MeanMelConfig", "MeanMelVocoder", "log_mel", "mel_transform"]
 

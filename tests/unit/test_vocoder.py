@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from most_speech.audio.kmeans import dedup
 from most_speech.vocoder import (
     ConvMelConfig,
     ConvMelVocoder,
@@ -18,7 +19,6 @@ from most_speech.vocoder import (
 )
 from most_speech.vocoder.fit import fit_conv_mel_vocoder, fit_mean_mel_vocoder
 from most_speech.vocoder.mean_mel import log_mel
-from most_speech.audio.kmeans import dedup
 
 TAG = "test_km16"
 
