@@ -130,7 +130,8 @@ if run_stage 9 "decode (ASR, TTS, spoken-LM pairs)"; then
   if [[ " $evals " == *" tts "* ]]; then
     # synth.jsonl pairs each synthesized wav with the real recording (segments cut to tts_$s/real/)
     most-decode tts "$export" --manifest "$datadir/$s.jsonl" --data-root "$data_root" --limit "$tts_limit" \
-      --temperature "${tts_temperature:-0.8}" --candidates "${tts_candidates:-1}" \
+      --temperature "${tts_temperature:-0.8}" --candidates "${tts_candidates:-1}" --reranker "${tts_reranker:-self}" \
+      --draft-griffin-lim-iters "${tts_draft_gl_iters:-0}" \
       --rerank-ctc-weight "${asr_ctc_weight:-0}" --device "$device" --out-dir "$exp/decode/tts_$s"
   fi
   if [[ " $evals " == *" resynth "* ]]; then

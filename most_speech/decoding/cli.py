@@ -132,10 +132,15 @@ def _cmd_tts(args, loaded):
     if loaded.vocoder is None:
         raise SystemExit(f"{args.export}: the export has no vocoder")
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
-    dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag, sampling=sampling,
-                     unit_rate=loaded.info.unit_rate, batch_size=args.batch_size * args.candidates,
-                     guidance_scale=args.guidance_scale, guidance_prompt=args.guidance_prompt,
-                     num_candidates=args.candidates, reranker=_self_asr_reranker(args, loaded))
+    try:
+        dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
+                         sampling=sampling, unit_rate=loaded.info.unit_rate,
+                         batch_size=args.batch_size * args.candidates, guidance_scale=args.guidance_scale,
+                         guidance_prompt=args.guidance_prompt, num_candidates=args.candidates,
+                         reranker=_reranker(args, loaded),
+                         draft_griffin_lim_iters=(args.draft_griffin_lim_iters or None) if args.candidates > 1 else None)
+    except ValueError as err:  # a draft Griffin-Lim count for a vocoder without Griffin-Lim
+        raise SystemExit(f"{args.export}: {err}") from None
     out_dir = Path(args.out_dir)
     (out_dir / "wav").mkdir(parents=True, exist_ok=True)
     rows = _entries(args, required=("text",))
@@ -156,19 +161,21 @@ def _cmd_tts(args, loaded):
     atomic_write_json(out_dir / "decoding.json", {
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
         "guidance_scale": args.guidance_scale, "candidates": args.candidates,
-        "rerank_ctc_weight": args.rerank_ctc_weight if args.candidates > 1 else None})
+        "reranker": args.reranker if args.candidates > 1 else None,
+        "rerank_ctc_weight": args.rerank_ctc_weight if args.candidates > 1 and "self" in args.reranker else None,
+        "draft_griffin_lim_iters": (args.draft_griffin_lim_iters or None) if args.candidates > 1 else None})
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
 
 
-def _self_asr_reranker(args, loaded):
-    """The best-of-N ranker of ``--candidates``: the export's model in its ASR role (None for one candidate)."""
+def _reranker(args, loaded):
+    """The best-of-N ranker of ``--candidates`` / ``--reranker`` (None for one candidate)."""
     if args.candidates == 1:
         return None
-    from .rerank import SelfASRReranker
+    from .rerank import build_reranker
     try:
-        return SelfASRReranker.for_export(loaded, args.rerank_ctc_weight)
-    except ValueError as err:  # ASRDecoder refuses a CTC weight the model has no head for
-        raise SystemExit(f"{args.export}: --rerank-ctc-weight: {err}") from None
+        return build_reranker(args.reranker, loaded, args.rerank_ctc_weight)
+    except ValueError as err:  # a CTC weight the model has no head for, an encoder without a CTC head
+        raise SystemExit(f"{args.export}: --reranker {args.reranker}: {err}") from None
 
 
 def _cmd_resynth(args, loaded):
@@ -270,10 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     tts.add_argument("--guidance-prompt", choices=("instruction", "bos"), default="instruction",
                      help="unconditional prompt of the guidance: the TTS instruction without text, or BOS alone")
     tts.add_argument("--candidates", type=int, default=1,
-                     help="best-of-N: sample N unit sequences per text, keep the one the model's own ASR scores "
-                          "highest (log P(text | audio))")
+                     help="best-of-N: sample N unit sequences per text, keep the one --reranker scores highest "
+                          "(log P(text | audio))")
+    tts.add_argument("--reranker", choices=("self", "encoder_ctc", "self+encoder_ctc"),  # rerank.RERANKERS
+                     default="self",
+                     help="best-of-N ranker: the model's own ASR, the speech encoder's CTC head (an encoder "
+                          "trained with one, e.g. the phonetic encoder), or the sum of their log-likelihoods")
+    tts.add_argument("--draft-griffin-lim-iters", type=int, default=0,
+                     help="best-of-N with a Griffin-Lim vocoder: voice the candidates for ranking with this many "
+                          "iterations, the kept one with the vocoder's own (0: all with the vocoder's own)")
     tts.add_argument("--rerank-ctc-weight", type=float, default=0.0,
-                     help="CTC weight of the ranking score (models with a CTC head; as --ctc-weight of asr)")
+                     help="reranker self: CTC weight of its score (models with a CTC head; as --ctc-weight of asr)")
     pairs = sub.add_parser("slm-pairs", help="audio likelihood pairs -> unit-token pairs")
     common(pairs, manifest=False)
     pairs.add_argument("--pairs", required=True, help="pairs.csv from most-score build-*")

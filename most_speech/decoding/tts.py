@@ -7,6 +7,7 @@ model that never says end-of-audio still stops. ``stream`` yields audio chunks w
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -73,6 +74,11 @@ class TTSDecoder:
         (1: one sample, no ranking). Needs a vocoder and a reranker; ``stream`` always samples once.
     reranker : SelfASRReranker, optional
         ``reranker.scores(text, wavs) -> tensor`` (:mod:`most_speech.decoding.rerank`).
+    draft_griffin_lim_iters : int, optional
+        Best-of-N with a Griffin-Lim vocoder (conv-mel, mean-mel): voice the candidates for ranking with this
+        many iterations and only the kept one with the vocoder's own. On the mini run's candidates, rankers
+        chose as well from 8-iteration drafts as from 32-iteration audio (LibriHeavy ``RESULTS.md``), and
+        Griffin-Lim is most of the cost of a candidate.
 
     Examples
     --------
@@ -86,11 +92,14 @@ class TTSDecoder:
                  sampling: Optional[SamplingConfig] = None, unit_rate: float = 50.0, batch_size: int = 8,
                  max_units_per_token: float = 24.0, min_units_per_token: float = 0.0,
                  guidance_scale: float = 1.0, guidance_prompt: str = "instruction", num_candidates: int = 1,
-                 reranker=None):
+                 reranker=None, draft_griffin_lim_iters: Optional[int] = None):
         if guidance_prompt not in ("instruction", "bos"):
             raise ValueError(f"guidance_prompt must be 'instruction' or 'bos', got {guidance_prompt!r}")
         if num_candidates < 1 or (num_candidates > 1 and reranker is None):
             raise ValueError(f"num_candidates must be >= 1, and above 1 needs a reranker (got {num_candidates})")
+        if draft_griffin_lim_iters and not hasattr(vocoder, "griffin_lim_iterations"):
+            raise ValueError(f"draft_griffin_lim_iters needs a Griffin-Lim vocoder (conv-mel, mean-mel), "
+                             f"not {type(vocoder).__name__}")
         self.model = model.eval()
         self.templates = templates
         self.tokenizer = templates.tokenizer
@@ -106,6 +115,7 @@ class TTSDecoder:
         self.guidance_prompt = guidance_prompt
         self.num_candidates = num_candidates
         self.reranker = reranker
+        self.draft_griffin_lim_iters = draft_griffin_lim_iters
 
     def _prompt(self, text: str) -> List[int]:
         return self.templates.build("tts", {"id": "tts", "text": text}, prompt_only=True).input_ids
@@ -174,27 +184,30 @@ class TTSDecoder:
         if empty:
             log.warning("no units generated for %d of %d sample(s), e.g. for %r", len(empty), len(units),
                         texts[empty[0] // n])
-        wavs = self._vocode(units)
+        draft = self.draft_griffin_lim_iters if n > 1 else None
+        wavs = self._vocode(units, griffin_lim_iters=draft)
         if n == 1:
             return units, wavs, [None] * len(texts)
-        best_units, best_wavs, best_scores = [], [], []
+        best, best_scores = [], []
         for i, text in enumerate(texts):
             scores = self.reranker.scores(text, wavs[i * n:(i + 1) * n])
-            k = i * n + int(scores.argmax())
-            best_units.append(units[k])
-            best_wavs.append(wavs[k])
+            best.append(i * n + int(scores.argmax()))
             best_scores.append(float(scores.max()))
+        best_units = [units[k] for k in best]
+        best_wavs = self._vocode(best_units) if draft else [wavs[k] for k in best]
         return best_units, best_wavs, best_scores
 
-    def _vocode(self, units: List[List[int]]) -> List[torch.Tensor]:
+    def _vocode(self, units: List[List[int]], griffin_lim_iters: Optional[int] = None) -> List[torch.Tensor]:
         """The vocoder's waveforms of generated unit sequences (empty for an empty sequence).
 
         Deduplicated units (the templates' ``dedup_target_units``) get the vocoder's predicted durations;
-        frame-rate units are voiced as they are: the model chose their durations.
+        frame-rate units are voiced as they are: the model chose their durations. ``griffin_lim_iters``: a
+        draft with that many Griffin-Lim iterations.
         """
         vocoder = self._require_vocoder()
-        wavs = vocoder.synthesize([u or [0] for u in units], km_tag=self.km_tag or vocoder.km_tag,
-                                  deduplicated=self.templates.config.dedup_target_units)
+        with vocoder.griffin_lim_iterations(griffin_lim_iters) if griffin_lim_iters else nullcontext():
+            wavs = vocoder.synthesize([u or [0] for u in units], km_tag=self.km_tag or vocoder.km_tag,
+                                      deduplicated=self.templates.config.dedup_target_units)
         return [w if u else w[:0] for w, u in zip(wavs, units)]
 
     def stream(self, text: str, chunk_units: int = 25) -> Iterator[torch.Tensor]:

@@ -37,14 +37,17 @@ def synthesize_main(argv=None) -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--candidates", type=int, default=1,
-                   help="best-of-N: sample N unit sequences, keep the one the model's own ASR scores highest")
-    p.add_argument("--rerank-ctc-weight", type=float, default=0.0, help="CTC weight of that ASR score")
+                   help="best-of-N: sample N unit sequences, keep the one --reranker scores highest")
+    p.add_argument("--reranker", choices=("self", "encoder_ctc", "self+encoder_ctc"), default="self",
+                   help="best-of-N ranker: the model's own ASR, the speech encoder's CTC head, or their sum")
+    p.add_argument("--rerank-ctc-weight", type=float, default=0.0, help="reranker self: CTC weight of its score")
     a = p.parse_args(argv)
     if (a.text is None) == (a.texts is None):
         p.error("give either a text or --texts FILE")
     from .interfaces import MoSTTTS
     tts = MoSTTTS.from_pretrained(a.export, sampling=SamplingConfig(a.temperature, a.top_k, a.top_p, a.seed),
-                                  num_candidates=a.candidates, rerank_ctc_weight=a.rerank_ctc_weight)
+                                  num_candidates=a.candidates, rerank_ctc_weight=a.rerank_ctc_weight,
+                                  reranker=a.reranker)
     if a.text is not None:
         save_audio(a.out, tts.synthesize(a.text), tts.sample_rate)
         print(a.out)

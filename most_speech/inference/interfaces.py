@@ -22,7 +22,7 @@ from ..audio.kmeans import KMeansQuantizer, dedup
 from ..data.templates import TaskTemplates, TemplateConfig
 from ..decoding.asr import ASRDecoder
 from ..decoding.generation import SamplingConfig
-from ..decoding.rerank import SelfASRReranker
+from ..decoding.rerank import build_reranker
 from ..decoding.spoken_qa import SpokenQADecoder
 from ..decoding.tts import TTSDecoder
 from ..models import MoSTConfig  # noqa: F401 - registers the "most" model type
@@ -104,21 +104,22 @@ class MoSTASR:
 class MoSTTTS:
     """Speech synthesis with a MoST export (needs its vocoder). ``synthesize(text) -> 1-D waveform``.
 
-    ``num_candidates > 1`` decodes best-of-N: N sampled unit sequences per text, the one the model's own ASR
-    scores highest is kept (:mod:`most_speech.decoding.rerank`; ``rerank_ctc_weight`` as ASR's joint weight,
-    for models with a CTC head).
+    ``num_candidates > 1`` decodes best-of-N: N sampled unit sequences per text, the one ``reranker`` scores
+    highest is kept (:mod:`most_speech.decoding.rerank`: ``"self"``, the model's own ASR, with
+    ``rerank_ctc_weight`` as its joint weight for models with a CTC head; ``"encoder_ctc"``, the speech
+    encoder's CTC head).
     """
 
     def __init__(self, loaded: _Loaded, sampling: Optional[SamplingConfig] = None, num_candidates: int = 1,
-                 rerank_ctc_weight: float = 0.0):
+                 rerank_ctc_weight: float = 0.0, reranker: str = "self"):
         if loaded.vocoder is None:
             raise ValueError(f"{loaded.dir}: the export has no vocoder; TTS needs one")
         self.loaded = loaded
         self.sample_rate = loaded.vocoder.sample_rate
-        reranker = SelfASRReranker.for_export(loaded, rerank_ctc_weight) if num_candidates > 1 else None
+        ranker = build_reranker(reranker, loaded, rerank_ctc_weight) if num_candidates > 1 else None
         self.decoder = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
                                   sampling=sampling, unit_rate=loaded.info.unit_rate, num_candidates=num_candidates,
-                                  reranker=reranker)
+                                  reranker=ranker)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu", **kwargs) -> "MoSTTTS":

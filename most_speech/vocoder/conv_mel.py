@@ -123,6 +123,10 @@ class ConvMelVocoder(UnitVocoder):
         durations = torch.exp(self.log_durations(units[None]))[0]
         return expand_by_durations(units, durations)
 
+    def griffin_lim_iterations(self, n_iter: int):
+        """``with vocoder.griffin_lim_iterations(8):`` voices with fewer Griffin-Lim iterations (a draft)."""
+        return self._inverter.iterations(n_iter)
+
     def _synthesize_tensors(self, units, deduplicated):
         # one utterance at a time: Griffin-Lim dominates the cost, and no padding can reach the convolutions
         return [self._synthesize_one(u, deduplicated) for u in units]

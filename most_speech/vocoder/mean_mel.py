@@ -160,6 +160,10 @@ class MeanMelVocoder(UnitVocoder):
             mel = F.avg_pool1d(F.pad(x, pad, mode="replicate"), width, stride=1)[0].T
         return mel
 
+    def griffin_lim_iterations(self, n_iter: int):
+        """``with vocoder.griffin_lim_iterations(8):`` voices with fewer Griffin-Lim iterations (a draft)."""
+        return self._inverter.iterations(n_iter)
+
     def _synthesize_tensors(self, units, deduplicated):
         # Griffin-Lim couples neighbouring frames, so padded batches would change the
         # tail of short items: synthesize one utterance at a time (it is cheap).

@@ -5,6 +5,8 @@ Shared by the vocoders that predict mel frames (:mod:`~most_speech.vocoder.mean_
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 import torchaudio
@@ -89,6 +91,30 @@ class MelInverter(torch.nn.Module):
             n_iter=config.griffin_lim_iters,
             rand_init=False,  # deterministic: equal inputs give equal audio
         )
+
+    @contextmanager
+    def iterations(self, n_iter: int):
+        """Run Griffin-Lim with ``n_iter`` iterations inside the ``with`` block (a cheaper draft, e.g. to rank
+        best-of-N candidates; the waveform of the kept one is made again with the configured count).
+
+        Examples
+        --------
+        >>> from most_speech.vocoder import MeanMelConfig
+        >>> inv = MelInverter(MeanMelConfig(km_tag="k", num_units=2, griffin_lim_iters=32))
+        >>> with inv.iterations(4):
+        ...     inv.griffin_lim.n_iter
+        4
+        >>> inv.griffin_lim.n_iter
+        32
+        """
+        if n_iter < 1:
+            raise ValueError(f"Griffin-Lim needs at least 1 iteration, got {n_iter}")
+        configured = self.griffin_lim.n_iter
+        self.griffin_lim.n_iter = int(n_iter)
+        try:
+            yield self
+        finally:
+            self.griffin_lim.n_iter = configured
 
     def forward(self, log_mel_frames: torch.Tensor, n_samples: int) -> torch.Tensor:
         """``(frames, n_mels)`` log-mel -> 1-D waveform of ``n_samples``, peak at most 1."""

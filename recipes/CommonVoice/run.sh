@@ -60,7 +60,9 @@ asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
 tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
-tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's own ASR keeps one
+tts_candidates=1          # best-of-N TTS: N samples per sentence, the --tts_reranker keeps one
+tts_reranker=self         # self: the model's own ASR | encoder_ctc: the speech encoder's CTC head (phonetic) | self+encoder_ctc
+tts_draft_gl_iters=0      # best-of-N with a Griffin-Lim vocoder: rank drafts of this many iterations (0: off)
 judge=whisper
 slm_voices="flite:awb espeak-ng:en-us+steph2 espeak-ng:en-gb+m6 espeak-ng:en-us+quincy"   # held-out voices of the spoken-LM pairs (test-split voices, never training ones)
 results=RESULTS.md
@@ -72,7 +74,8 @@ if true_value "$mini"; then   # mini defaults; command-line options still win
   cv_dir=$datadir/mini_corpus/commonvoice
   encoder=phonetic; phonetic_args="--steps 800 --targets phonemes --layer 3"; frame_stack=2   # as LibriHeavy mini
   nclusters=64; km_n_init=5; unit_rate=25    # 25 Hz units of the phonetic encoder's layer 3 (K as LibriHeavy mini)
-  asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3; tts_candidates=4   # decoding as the LibriHeavy mini run
+  asr_beam_size=4; asr_ctc_weight=0.7; tts_temperature=0.3; tts_candidates=8   # decoding as the LibriHeavy mini run
+  tts_reranker=self+encoder_ctc; tts_draft_gl_iters=8
   hparams=../LibriHeavy/hparams/mini.yaml; tag=mini_cv; vocab_size=400
   parse_options "$@"
   # the earlier mini model (hidden 256, 2000 steps, deduplicated TTS targets, 0.4 / 0.4 ASR / TTS): on 1500

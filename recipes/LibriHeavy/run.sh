@@ -66,7 +66,9 @@ asr_beam_size=1           # ASR beam (1: greedy)
 asr_ctc_weight=0          # joint CTC/attention ASR decoding weight (models with a CTC head)
 tts_limit=100
 tts_temperature=0.8       # TTS sampling temperature (top-k 50, top-p 0.95)
-tts_candidates=1          # best-of-N TTS: N samples per sentence, the model's own ASR keeps one
+tts_candidates=1          # best-of-N TTS: N samples per sentence, the --tts_reranker keeps one
+tts_reranker=self         # self: the model's own ASR | encoder_ctc: the speech encoder's CTC head (phonetic) | self+encoder_ctc
+tts_draft_gl_iters=0      # best-of-N with a Griffin-Lim vocoder: rank drafts of this many iterations (0: off)
 judge=whisper             # TTS intelligibility judge (whisper | pocketsphinx | ctc:DIR)
 slm_voices="flite:awb espeak-ng:en-us+steph2 espeak-ng:en-gb+m6 espeak-ng:en-us+quincy"   # held-out voices of the spoken-LM pairs (test-split voices, never training ones)
 results=RESULTS.md
@@ -89,7 +91,8 @@ if true_value "$mini"; then
                                             # judge 69.7 % against 76.5 % with K=256 (RESULTS.md)
   asr_beam_size=4; asr_ctc_weight=0.7   # joint CTC/attention decoding (weight chosen on the dev split)
   tts_temperature=0.3                   # chosen on the dev split (40 sentences: 0.8 / 0.5 / 0.3 / greedy)
-  tts_candidates=4                      # best of 4 by the model's own ASR (dev: 84.4 -> 80.6 % judge WER)
+  tts_candidates=8; tts_reranker=self+encoder_ctc   # best of 8 by the model's ASR + the encoder's CTC,
+  tts_draft_gl_iters=8                  # ranked on 8-iteration Griffin-Lim drafts (RESULTS.md, Best of N)
   hparams=hparams/mini.yaml; test_sets=test_clean; tag=mini; vocab_size=400
   parse_options "$@"
 fi

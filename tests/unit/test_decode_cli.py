@@ -75,10 +75,25 @@ def test_tts_best_of_n_ranks_with_the_models_own_asr(tmp_path):
     assert [u["id"] for u in units] == ["spk/utt0", "spk/utt1"]
     assert all(isinstance(u["rerank_score"], float) and u["rerank_score"] < 0 for u in units if u["units"])
     settings = json.loads((tmp_path / "tts/decoding.json").read_text())
-    assert settings["candidates"] == 3 and settings["rerank_ctc_weight"] == 0.0
+    assert settings["candidates"] == 3 and settings["reranker"] == "self" and settings["rerank_ctc_weight"] == 0.0
     with pytest.raises(SystemExit, match="CTC head"):
         main(["tts", str(export), "--manifest", str(m), "--data-root", str(tmp_path), "--out-dir",
               str(tmp_path / "tts2"), "--candidates", "2", "--rerank-ctc-weight", "0.5"])
+
+
+def test_tts_best_of_n_ranks_with_the_speech_encoders_ctc_head(tmp_path):
+    export = tiny_export(tmp_path, phonetic=True)
+    m = manifest(tmp_path, 2)
+    main(["tts", str(export), "--manifest", str(m), "--data-root", str(tmp_path), "--out-dir",
+          str(tmp_path / "tts"), "--temperature", "1.0", "--candidates", "3", "--reranker", "encoder_ctc"])
+    units = read(tmp_path / "tts/units.jsonl")
+    # null: the tiny model's units gave the encoder fewer frames than "the cat sat" has letters (score -inf)
+    assert all(u["rerank_score"] is None or u["rerank_score"] < 0 for u in units) and all(u["units"] for u in units)
+    settings = json.loads((tmp_path / "tts/decoding.json").read_text())
+    assert settings["reranker"] == "encoder_ctc" and settings["rerank_ctc_weight"] is None
+    with pytest.raises(SystemExit, match="no CTC head"):
+        main(["tts", str(tiny_export(tmp_path / "fbank")), "--manifest", str(m), "--data-root", str(tmp_path),
+              "--out-dir", str(tmp_path / "tts2"), "--candidates", "2", "--reranker", "encoder_ctc"])
 
 
 def test_tts_synth_manifest_is_scored_with_its_real_audio(tmp_path, monkeypatch):

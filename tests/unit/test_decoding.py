@@ -5,6 +5,7 @@ import torch
 from most_speech.data.templates import TaskTemplates, TemplateConfig
 from most_speech.decoding.asr import ASRDecoder
 from most_speech.decoding.generation import SamplingConfig, UnitOnlyLogitsProcessor, tts_unit_budget
+from most_speech.decoding.rerank import EncoderCTCReranker, SummedReranker
 from most_speech.decoding.spoken_qa import SpokenQADecoder
 from most_speech.decoding.tts import TTSDecoder
 from most_speech.models import MoSTConfig, MoSTForCausalLM
@@ -187,6 +188,62 @@ def test_tts_best_of_n_keeps_the_rankers_choice_among_the_samples(setup):
     assert one.synthesize_with_units(texts)[2] == [None, None]
     with pytest.raises(ValueError, match="needs a reranker"):
         TTSDecoder(model, TaskTemplates(tok), num_candidates=2)
+
+
+class SpellingEncoder:
+    """A stand-in CTC encoder that reads one symbol per 40 ms: the waveform's value there (0 is the blank)."""
+
+    class config:
+        vocab, targets = ["a", "b", "c"], "chars"
+
+    def frontend(self, wavs, lengths):
+        return wavs[:, ::640, None], (lengths + 639) // 640
+
+    def ctc_log_probs(self, frames, lengths):
+        symbol = frames[..., 0].round().long().clamp(0, 3)
+        return (6.0 * torch.nn.functional.one_hot(symbol, 4)).log_softmax(-1), lengths
+
+
+def spoken(*symbols):
+    """16 kHz audio that SpellingEncoder reads as ``symbols`` (one 40 ms frame each)."""
+    return torch.tensor(symbols, dtype=torch.float).repeat_interleave(640)
+
+
+def test_encoder_ctc_reranker_prefers_the_audio_its_ctc_head_reads_as_the_text():
+    ranker = EncoderCTCReranker(SpellingEncoder(), sample_rate=16000)
+    # the encoder's training normaliser ("a b c"), symbols it has no output for (the space) left out
+    assert ranker.targets("A, b C!").tolist() == [1, 2, 3]
+    wavs = [spoken(0, 2, 0, 1, 3, 0, 0), spoken(1, 0, 2, 2, 0, 3, 0), spoken(1, 1, 2, 0), spoken(0, 1), spoken(1)]
+    scores = ranker.scores("ABC", wavs)
+    # right symbols in the right order > a missing symbol; too few frames to align, or under 0.1 s: -inf
+    assert int(scores.argmax()) == 1 and scores[1] > scores[2] > scores[0]
+    assert scores[3] == scores[4] == float("-inf")
+    with pytest.raises(ValueError, match="no CTC head"):
+        EncoderCTCReranker(object(), sample_rate=16000)
+
+
+def test_best_of_n_ranks_griffin_lim_drafts_and_voices_the_kept_one_in_full(setup):
+    tok, model, vocoder = setup
+    texts = ["a dog ran", "hello world how are you"]
+    sampling = SamplingConfig(temperature=1.0, seed=7)
+    full = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km", sampling=sampling,
+                      num_candidates=4, reranker=LongestWins(), batch_size=8)
+    ranker = LongestWins()
+    draft = TTSDecoder(model, TaskTemplates(tok), vocoder=vocoder, km_tag="test-km", sampling=sampling,
+                       num_candidates=4, reranker=SummedReranker([ranker, LongestWins()]), batch_size=8,
+                       draft_griffin_lim_iters=2)
+    units, wavs, _ = full.synthesize_with_units(texts)
+    draft_units, draft_wavs, scores = draft.synthesize_with_units(texts)
+    assert draft_units == units and scores == [2.0 * w.numel() for w in wavs]  # the sum of the two rankers
+    # the candidates were ranked on 2-iteration audio, the kept one voiced with the vocoder's 32 iterations
+    with vocoder.griffin_lim_iterations(2):
+        drafts = vocoder.synthesize(units, km_tag="test-km")
+    assert vocoder._inverter.griffin_lim.n_iter == 32
+    assert all(torch.equal(a, b) for a, b in zip(draft_wavs, wavs))
+    assert not torch.equal(drafts[0], wavs[0])
+    with pytest.raises(ValueError, match="Griffin-Lim vocoder"):
+        TTSDecoder(model, TaskTemplates(tok), vocoder=object(), num_candidates=2, reranker=ranker,
+                   draft_griffin_lim_iters=8)
 
 
 def test_tts_refuses_vocoder_of_another_km_tag(setup):

@@ -7,6 +7,7 @@ import soundfile as sf
 import torch
 
 from most_speech.audio.kmeans import KMeansQuantizer
+from most_speech.audio.phonetic import PhoneticEncoder, PhoneticEncoderConfig
 from most_speech.inference.cli import export_main, synthesize_main, transcribe_main
 from most_speech.inference.export import ExportInfo, export_model
 from most_speech.decoding.generation import SamplingConfig
@@ -18,24 +19,37 @@ from most_speech.vocoder import MeanMelConfig, MeanMelVocoder
 NUM_UNITS = 16
 
 
-def tiny_export(tmp_path, speech_input="continuous"):
+def tiny_phonetic_encoder(out_dir):
+    """A random character-CTC phonetic encoder (hidden 16), saved to ``out_dir``."""
+    torch.manual_seed(0)
+    cfg = PhoneticEncoderConfig(vocab=list("abcdefghijklmnopqrstuvwxyz' "), hidden_size=16, num_layers=1,
+                                num_heads=2, ffn_size=32, layer=1)
+    PhoneticEncoder(cfg).save_pretrained(out_dir)
+    return out_dir
+
+
+def tiny_export(tmp_path, speech_input="continuous", phonetic=False):
     sp = train_sentencepiece(["the cat sat on the mat", "hello there my friend"] * 10, tmp_path / "sp",
                              vocab_size=40)
     tok = MoSTTokenizer.from_sentencepiece(sp, num_units=NUM_UNITS)
     lay = tok.layout
-    feat_dim = 80 if speech_input == "continuous" else None
+    feat_dim = (16 if phonetic else 80) if speech_input == "continuous" else None
     torch.manual_seed(0)
     model = MoSTForCausalLM(MoSTConfig.tiny(vocab_size=lay.vocab_size, token_layout=lay.to_dict(),
                                             bos_token_id=lay.bos_id, eos_token_id=lay.eos_id,
                                             pad_token_id=lay.pad_id, audio_feature_dim=feat_dim))
     kmeans = None
     encoder = {"kind": "fbank"} if speech_input == "continuous" else {"kind": "mfcc"}
+    encoder_dir = None
+    if phonetic:
+        encoder, encoder_dir = {"kind": "phonetic"}, tiny_phonetic_encoder(tmp_path / "phonetic")
     if speech_input == "units":
         kmeans = KMeansQuantizer(torch.randn(NUM_UNITS, 13), encoder="mfcc", layer=None)
     km_tag = kmeans.km_tag if kmeans is not None else "mfcc-km16-test"
     vocoder = MeanMelVocoder(MeanMelConfig(km_tag=km_tag, num_units=NUM_UNITS))
     info = ExportInfo(speech_input=speech_input, km_tag=km_tag, encoder=encoder)
-    return export_model(tmp_path / "export", model, tok, info=info, vocoder=vocoder, kmeans=kmeans)
+    return export_model(tmp_path / "export", model, tok, info=info, vocoder=vocoder, kmeans=kmeans,
+                        encoder_dir=encoder_dir)
 
 
 def write_wav(path, seconds=1.0, seed=0):
@@ -70,6 +84,19 @@ def test_tts_and_chat_interfaces(tmp_path):
     assert isinstance(chat.chat("hello there"), str)
     spoken = chat.chat(write_wav(tmp_path / "q.wav"), speak=True)
     assert spoken.ndim == 1
+
+
+def test_tts_interface_ranks_with_the_speech_encoders_ctc_head(tmp_path):
+    export = tiny_export(tmp_path, phonetic=True)
+    best = MoSTTTS.from_pretrained(export, sampling=SamplingConfig(temperature=1.0, seed=2), num_candidates=3,
+                                   reranker="encoder_ctc")
+    units, wavs, scores = best.decoder.synthesize_with_units(["hello there"])
+    assert best.decoder.reranker.encoder is best.loaded.encoder
+    # the kept audio's score (scored alone here, padded in a batch of 3 there)
+    assert scores[0] == pytest.approx(float(best.decoder.reranker.scores("hello there", wavs)[0]), rel=1e-5)
+    assert scores[0] > float("-inf")
+    with pytest.raises(ValueError, match="no CTC head"):  # a filterbank front end has nothing to rank with
+        MoSTTTS.from_pretrained(tiny_export(tmp_path / "fbank"), num_candidates=2, reranker="encoder_ctc")
 
 
 def test_clis(tmp_path, capsys):
