@@ -52,9 +52,11 @@ def test_mini_pipeline_end_to_end(mini_run):
     assert asr["n_utts"] == 4 and asr["error_rate"] >= 0
     tts = json.loads((exp / "score" / "tts_test_clean" / "summary.json").read_text())
     assert {r["audio"] for r in tts} == {"synthesized", "real (ceiling)"} and all(r["n_utts"] == 2 for r in tts)
-    # the mini run's TTS is best of 4, ranked by the model's own joint CTC/attention ASR score
+    # the mini run's TTS is best of 8, ranked on 8-iteration Griffin-Lim drafts by the model's own joint
+    # CTC/attention ASR score plus the phonetic encoder's CTC score
     settings = json.loads((exp / "decode" / "tts_test_clean" / "decoding.json").read_text())
-    assert settings["candidates"] == 4 and settings["rerank_ctc_weight"] == 0.7
+    assert settings["candidates"] == 8 and settings["reranker"] == "self+encoder_ctc"
+    assert settings["rerank_ctc_weight"] == 0.7 and settings["draft_griffin_lim_iters"] == 8
     assert not (exp / "decode" / "tts_test_clean_resynth").exists()   # the vocoder's ceiling is opt-in
     # spoken-LM pairs inside the test and dev sentences (one pair per sentence and voice), each spoken by the
     # four held-out voices (run.sh's slm_voices)
