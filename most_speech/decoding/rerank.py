@@ -86,11 +86,10 @@ class EncoderCTCReranker:
     The encoder must have been trained with a CTC head on characters or phonemes
     (:class:`~most_speech.audio.phonetic.PhoneticEncoder`): the text is turned into its training targets (the
     same normaliser, and espeak-ng phonemes for ``targets="phonemes"``) and each candidate scores
-    ``log P_ctc(targets | audio)``. Such an encoder was trained on many voices with vocal-tract-length and
-    SpecAugment perturbation, and reads the vocoder's average voice more steadily than the MoST model's ASR,
-    which learnt on the encoder's frames of real recordings only: on the mini run's 100 dev sentences the
-    encoder's CTC picked candidates the judge read at 55.1 / 56.0 / 52.7 % WER among 4 / 8 / 16, the model's
-    ASR at 55.7 / 57.2 / 57.7 % (LibriHeavy ``RESULTS.md``).
+    ``log P_ctc(targets | audio)``. It is a second opinion, independent of the LM: on four sets of 100 mini-run
+    sentences its picks among 8 candidates read at 55.6 % judge WER on average, the model's own ASR's at 56.6 %
+    and those of the sum of the two (:class:`SummedReranker`) at 54.6 % (LibriHeavy ``RESULTS.md``, *Two
+    recognisers, eight candidates*).
 
     Parameters
     ----------

@@ -72,7 +72,7 @@ class TTSDecoder:
     num_candidates : int
         Best-of-N: sample this many unit sequences per text and keep the one ``reranker`` scores highest
         (1: one sample, no ranking). Needs a vocoder and a reranker; ``stream`` always samples once.
-    reranker : SelfASRReranker, optional
+    reranker : SelfASRReranker, EncoderCTCReranker or SummedReranker, optional
         ``reranker.scores(text, wavs) -> tensor`` (:mod:`most_speech.decoding.rerank`).
     draft_griffin_lim_iters : int, optional
         Best-of-N with a Griffin-Lim vocoder (conv-mel, mean-mel): voice the candidates for ranking with this
