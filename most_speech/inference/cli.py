@@ -41,13 +41,15 @@ def synthesize_main(argv=None) -> None:
     p.add_argument("--reranker", choices=("self", "encoder_ctc", "self+encoder_ctc"), default="self",
                    help="best-of-N ranker: the model's own ASR, the speech encoder's CTC head, or their sum")
     p.add_argument("--rerank-ctc-weight", type=float, default=0.0, help="reranker self: CTC weight of its score")
+    p.add_argument("--draft-griffin-lim-iters", type=int, default=0,
+                   help="best-of-N with a Griffin-Lim vocoder: rank drafts of this many iterations (0: off)")
     a = p.parse_args(argv)
     if (a.text is None) == (a.texts is None):
         p.error("give either a text or --texts FILE")
     from .interfaces import MoSTTTS
     tts = MoSTTTS.from_pretrained(a.export, sampling=SamplingConfig(a.temperature, a.top_k, a.top_p, a.seed),
                                   num_candidates=a.candidates, rerank_ctc_weight=a.rerank_ctc_weight,
-                                  reranker=a.reranker)
+                                  reranker=a.reranker, draft_griffin_lim_iters=a.draft_griffin_lim_iters or None)
     if a.text is not None:
         save_audio(a.out, tts.synthesize(a.text), tts.sample_rate)
         print(a.out)

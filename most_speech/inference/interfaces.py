@@ -107,11 +107,13 @@ class MoSTTTS:
     ``num_candidates > 1`` decodes best-of-N: N sampled unit sequences per text, the one ``reranker`` scores
     highest is kept (:mod:`most_speech.decoding.rerank`: ``"self"``, the model's own ASR, with
     ``rerank_ctc_weight`` as its joint weight for models with a CTC head; ``"encoder_ctc"``, the speech
-    encoder's CTC head).
+    encoder's CTC head; ``"self+encoder_ctc"``, their sum), ranked on Griffin-Lim drafts of
+    ``draft_griffin_lim_iters`` iterations if given.
     """
 
     def __init__(self, loaded: _Loaded, sampling: Optional[SamplingConfig] = None, num_candidates: int = 1,
-                 rerank_ctc_weight: float = 0.0, reranker: str = "self"):
+                 rerank_ctc_weight: float = 0.0, reranker: str = "self",
+                 draft_griffin_lim_iters: Optional[int] = None):
         if loaded.vocoder is None:
             raise ValueError(f"{loaded.dir}: the export has no vocoder; TTS needs one")
         self.loaded = loaded
@@ -119,7 +121,8 @@ class MoSTTTS:
         ranker = build_reranker(reranker, loaded, rerank_ctc_weight) if num_candidates > 1 else None
         self.decoder = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
                                   sampling=sampling, unit_rate=loaded.info.unit_rate, num_candidates=num_candidates,
-                                  reranker=ranker)
+                                  reranker=ranker,
+                                  draft_griffin_lim_iters=draft_griffin_lim_iters if num_candidates > 1 else None)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu", **kwargs) -> "MoSTTTS":

@@ -95,6 +95,9 @@ def test_tts_interface_ranks_with_the_speech_encoders_ctc_head(tmp_path):
     # the kept audio's score (scored alone here, padded in a batch of 3 there)
     assert scores[0] == pytest.approx(float(best.decoder.reranker.scores("hello there", wavs)[0]), rel=1e-5)
     assert scores[0] > float("-inf")
+    drafted = MoSTTTS(best.loaded, num_candidates=3, reranker="encoder_ctc", draft_griffin_lim_iters=4)
+    assert drafted.decoder.draft_griffin_lim_iters == 4  # drafts only rank candidates: none with one sample
+    assert MoSTTTS(best.loaded, draft_griffin_lim_iters=4).decoder.draft_griffin_lim_iters is None
     with pytest.raises(ValueError, match="no CTC head"):  # a filterbank front end has nothing to rank with
         MoSTTTS.from_pretrained(tiny_export(tmp_path / "fbank"), num_candidates=2, reranker="encoder_ctc")
 
@@ -108,7 +111,8 @@ def test_clis(tmp_path, capsys):
     synthesize_main([str(export), "the cat", "-o", str(tmp_path / "out.wav"), "--seed", "1"])
     data, sr = sf.read(tmp_path / "out.wav")
     assert sr == 16000 and len(data) > 0
-    synthesize_main([str(export), "the cat", "-o", str(tmp_path / "best.wav"), "--seed", "1", "--candidates", "3"])
+    synthesize_main([str(export), "the cat", "-o", str(tmp_path / "best.wav"), "--seed", "1", "--candidates", "3",
+                     "--draft-griffin-lim-iters", "4"])
     assert sf.read(tmp_path / "best.wav")[1] == 16000
 
 
