@@ -48,9 +48,7 @@ class EncoderFeatures:
         wavs = [load_audio(self._path(e), self.sample_rate, start=float(e.get("start", 0.0)),
                            duration=e.get("duration")) for e in entries]
         lengths = torch.tensor([w.shape[0] for w in wavs])
-        batch = torch.zeros(len(wavs), int(lengths.max()))
-        for i, w in enumerate(wavs):
-            batch[i, :w.shape[0]] = w
+        batch = torch.nn.utils.rnn.pad_sequence([w.float() for w in wavs], batch_first=True)
         feats, feat_lengths = self.encoder(batch, lengths)
         return [feats[i, :int(n)].float() for i, n in enumerate(feat_lengths)]
 

@@ -138,9 +138,7 @@ class EncoderCTCReranker:
             return out
         audio = [_resampled(wavs[k], self.sample_rate) for k in keep]
         lengths = torch.tensor([a.shape[0] for a in audio])
-        batch = torch.zeros(len(audio), int(lengths.max()))
-        for i, a in enumerate(audio):
-            batch[i, :a.shape[0]] = a
+        batch = torch.nn.utils.rnn.pad_sequence([a.float() for a in audio], batch_first=True)
         fbank, fbank_lengths = self.encoder.frontend(batch, lengths)
         training = getattr(self.encoder, "training", False)
         if training:

@@ -73,9 +73,7 @@ class _Loaded:
     def features(self, entries: Sequence[dict]) -> List[torch.Tensor]:
         wavs = [e["wav"] for e in entries]
         lengths = torch.tensor([w.shape[0] for w in wavs])
-        batch = torch.zeros(len(wavs), int(lengths.max()))
-        for i, w in enumerate(wavs):
-            batch[i, :w.shape[0]] = w
+        batch = torch.nn.utils.rnn.pad_sequence([w.float() for w in wavs], batch_first=True)
         feats, flens = self.encoder(batch, lengths)
         return [feats[i, :int(n)] for i, n in enumerate(flens)]
 
