@@ -132,13 +132,12 @@ def _cmd_tts(args, loaded):
     if loaded.vocoder is None:
         raise SystemExit(f"{args.export}: the export has no vocoder")
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.seed)
-    draft = (args.draft_griffin_lim_iters or None) if args.candidates > 1 else None
     try:
         dec = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
                          sampling=sampling, unit_rate=loaded.info.unit_rate,
                          batch_size=args.batch_size * args.candidates, guidance_scale=args.guidance_scale,
                          guidance_prompt=args.guidance_prompt, num_candidates=args.candidates,
-                         reranker=_reranker(args, loaded), draft_griffin_lim_iters=draft)
+                         reranker=_reranker(args, loaded), draft_griffin_lim_iters=args.draft_griffin_lim_iters or None)
     except ValueError as err:  # a draft Griffin-Lim count for a vocoder without Griffin-Lim
         raise SystemExit(f"{args.export}: {err}") from None
     out_dir = Path(args.out_dir)
@@ -163,7 +162,7 @@ def _cmd_tts(args, loaded):
         "guidance_scale": args.guidance_scale, "candidates": args.candidates,
         "reranker": args.reranker if args.candidates > 1 else None,
         "rerank_ctc_weight": args.rerank_ctc_weight if args.candidates > 1 and "self" in args.reranker else None,
-        "draft_griffin_lim_iters": draft})
+        "draft_griffin_lim_iters": dec.draft_griffin_lim_iters})
     print(f"wrote {len(synth_rows)} utterances to {out_dir}")
 
 

@@ -76,9 +76,9 @@ class TTSDecoder:
         ``reranker.scores(text, wavs) -> tensor`` (:mod:`most_speech.decoding.rerank`).
     draft_griffin_lim_iters : int, optional
         Best-of-N with a Griffin-Lim vocoder (conv-mel, mean-mel): voice the candidates for ranking with this
-        many iterations and only the kept one with the vocoder's own. On the mini run's candidates, rankers
-        chose as well from 8-iteration drafts as from 32-iteration audio (LibriHeavy ``RESULTS.md``), and
-        Griffin-Lim is most of the cost of a candidate.
+        many iterations and only the kept one with the vocoder's own (ignored with one candidate). On the mini
+        run's candidates, rankers chose as well from 8-iteration drafts as from 32-iteration audio (LibriHeavy
+        ``RESULTS.md``), and Griffin-Lim is most of the cost of a candidate.
 
     Examples
     --------
@@ -97,6 +97,8 @@ class TTSDecoder:
             raise ValueError(f"guidance_prompt must be 'instruction' or 'bos', got {guidance_prompt!r}")
         if num_candidates < 1 or (num_candidates > 1 and reranker is None):
             raise ValueError(f"num_candidates must be >= 1, and above 1 needs a reranker (got {num_candidates})")
+        if num_candidates == 1:
+            draft_griffin_lim_iters = None  # drafts only serve the ranking of several candidates
         if draft_griffin_lim_iters and not hasattr(vocoder, "griffin_lim_iterations"):
             raise ValueError(f"draft_griffin_lim_iters needs a Griffin-Lim vocoder (conv-mel, mean-mel), "
                              f"not {type(vocoder).__name__}")
@@ -184,7 +186,7 @@ class TTSDecoder:
         if empty:
             log.warning("no units generated for %d of %d sample(s), e.g. for %r", len(empty), len(units),
                         texts[empty[0] // n])
-        draft = self.draft_griffin_lim_iters if n > 1 else None
+        draft = self.draft_griffin_lim_iters
         wavs = self._vocode(units, griffin_lim_iters=draft)
         if n == 1:
             return units, wavs, [None] * len(texts)

@@ -119,8 +119,7 @@ class MoSTTTS:
         ranker = build_reranker(reranker, loaded, rerank_ctc_weight) if num_candidates > 1 else None
         self.decoder = TTSDecoder(loaded.model, loaded.templates, loaded.vocoder, km_tag=loaded.info.km_tag,
                                   sampling=sampling, unit_rate=loaded.info.unit_rate, num_candidates=num_candidates,
-                                  reranker=ranker,
-                                  draft_griffin_lim_iters=draft_griffin_lim_iters if num_candidates > 1 else None)
+                                  reranker=ranker, draft_griffin_lim_iters=draft_griffin_lim_iters)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu", **kwargs) -> "MoSTTTS":
